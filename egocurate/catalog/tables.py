@@ -1,0 +1,301 @@
+"""Table schemas of the catalog and the row conventions every stage shares.
+
+Every stage owns one Delta table (see DESIGN.md). The schemas live here so that stages, runners,
+queries and exports agree on column names and types without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+# A stage marks a row it could not process by filling these two columns; the runner moves such rows
+# to the `quarantine` table instead of the stage's own table. Stages never write Delta themselves.
+ERROR_KIND = "_error_kind"
+ERROR_MESSAGE = "_error_message"
+
+# Error kinds used across stages (a stage may add its own, in snake_case).
+ZERO_LENGTH = "zero_length"
+NOT_FOUND = "not_found"
+UNREADABLE = "unreadable"
+TRUNCATED = "truncated"
+AUDIO_ONLY = "audio_only"
+NO_VIDEO_STREAM = "no_video_stream"
+ABSURD_METADATA = "absurd_metadata"
+TOO_SHORT = "too_short"
+DECODE_ERROR = "decode_error"
+STAGE_EXCEPTION = "stage_exception"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A catalog table: its name, the key that identifies a row, and its Arrow schema."""
+
+    name: str
+    key: str
+    schema: pa.Schema
+    partition_by: tuple[str, ...] = field(default_factory=tuple)
+    description: str = ""
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+
+VIDEOS = TableSpec(
+    name="videos",
+    key="video_id",
+    description="One row per distinct source video (exact duplicates folded, their uris kept).",
+    schema=pa.schema(
+        [
+            ("video_id", pa.string()),
+            ("uri", pa.string()),
+            ("duplicate_uris", pa.list_(pa.string())),
+            ("source", pa.string()),
+            ("dataset", pa.string()),
+            ("task_text", pa.string()),
+            ("split", pa.string()),
+            ("extra_json", pa.string()),
+            ("bytes", pa.int64()),
+            ("fingerprint", pa.string()),
+            ("duration_s", pa.float64()),
+            ("fps", pa.float64()),
+            ("avg_fps", pa.float64()),
+            ("real_fps", pa.float64()),
+            ("num_frames", pa.int64()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("codec", pa.string()),
+            ("pix_fmt", pa.string()),
+            ("rotation", pa.int32()),
+            ("has_audio", pa.bool_()),
+            ("bitrate", pa.int64()),
+            ("is_vfr", pa.bool_()),
+            ("probe_backend", pa.string()),
+        ]
+    ),
+)
+
+QUARANTINE = TableSpec(
+    name="quarantine",
+    key="uri",
+    description="Inputs a stage could not process, with the reason. Reruns skip them.",
+    schema=pa.schema(
+        [
+            ("uri", pa.string()),
+            ("stage", pa.string()),
+            ("key", pa.string()),
+            ("error_kind", pa.string()),
+            ("message", pa.string()),
+            ("time", pa.timestamp("us", tz="UTC")),
+        ]
+    ),
+)
+
+CLIPS = TableSpec(
+    name="clips",
+    key="clip_id",
+    description="Clips cut from videos: frame ranges (virtual) or transcoded files.",
+    schema=pa.schema(
+        [
+            ("clip_id", pa.string()),
+            ("video_id", pa.string()),
+            ("clip_index", pa.int32()),
+            ("start_frame", pa.int64()),
+            ("end_frame", pa.int64()),
+            ("start_s", pa.float64()),
+            ("end_s", pa.float64()),
+            ("duration_s", pa.float64()),
+            ("fps", pa.float64()),
+            ("num_frames", pa.int64()),
+            ("split_method", pa.string()),
+            ("split_config", pa.string()),
+            ("boundary_kind", pa.string()),
+            ("clip_uri", pa.string()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+        ]
+    ),
+)
+
+LEDGER = TableSpec(
+    name="_ledger",
+    key="key",
+    description="Which input keys each stage has finished, so rows that produced no output are not redone.",
+    schema=pa.schema(
+        [
+            ("stage", pa.string()),
+            ("key", pa.string()),
+            ("run_id", pa.string()),
+            ("rows_out", pa.int64()),
+            ("time", pa.timestamp("us", tz="UTC")),
+        ]
+    ),
+)
+
+SPECS: dict[str, TableSpec] = {spec.name: spec for spec in (VIDEOS, QUARANTINE, CLIPS, LEDGER)}
+
+
+def register(spec: TableSpec) -> TableSpec:
+    """Add a table spec (later stages register their own tables here at import time)."""
+    SPECS[spec.name] = spec
+    return spec
+
+
+def spec_for(name: str) -> TableSpec:
+    """The spec of table `name`, with a clear error listing the known tables."""
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise KeyError(f"unknown catalog table {name!r}; known tables: {sorted(SPECS)}") from None
+
+
+def conform(table: pa.Table, spec: TableSpec) -> pa.Table:
+    """Select and cast `table` to `spec`'s schema; missing nullable columns become nulls."""
+    columns = []
+    for fld in spec.schema:
+        if fld.name in table.column_names:
+            columns.append(table.column(fld.name).cast(fld.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, type=fld.type))
+    return pa.Table.from_arrays(columns, schema=spec.schema)
+
+
+def error_columns(num_rows: int) -> dict[str, pa.Array]:
+    """Null error columns for `num_rows` good rows (helper for stages building their output)."""
+    return {ERROR_KIND: pa.nulls(num_rows, pa.string()), ERROR_MESSAGE: pa.nulls(num_rows, pa.string())}
+
+
+# ----------------------------------------------------------------------------- later stages' tables
+# Owned by the filters, annotate, latent_actions and catalog.shards stages. Each stage may refine its
+# own spec here; nobody else writes these tables.
+CLIP_QUALITY = register(
+    TableSpec(
+        name="clip_quality",
+        key="clip_id",
+        description="Per-clip quality scores (floats); thresholds are applied when reading.",
+        schema=pa.schema(
+            [
+                ("clip_id", pa.string()),
+                ("video_id", pa.string()),
+                ("duration_s", pa.float64()),
+                ("fps", pa.float64()),
+                ("width", pa.int32()),
+                ("height", pa.int32()),
+                ("motion", pa.float32()),
+                ("motion_method", pa.string()),
+                ("static_fraction", pa.float32()),
+                ("shake", pa.float32()),
+                ("blur", pa.float32()),
+                ("brightness", pa.float32()),
+                ("dark_fraction", pa.float32()),
+                ("bright_fraction", pa.float32()),
+                ("text_overlay", pa.float32()),
+            ]
+        ),
+    )
+)
+
+CLIP_EMBEDDINGS = register(
+    TableSpec(
+        name="clip_embeddings",
+        key="clip_id",
+        description="One L2-normalised embedding per clip and model.",
+        schema=pa.schema(
+            [
+                ("clip_id", pa.string()),
+                ("video_id", pa.string()),
+                ("model_id", pa.string()),
+                ("dim", pa.int32()),
+                ("vector", pa.list_(pa.float16())),
+            ]
+        ),
+    )
+)
+
+CLIP_DEDUP = register(
+    TableSpec(
+        name="clip_dedup",
+        key="clip_id",
+        description="Near-duplicate groups: group id, representative flag, nearest similarity.",
+        schema=pa.schema(
+            [
+                ("clip_id", pa.string()),
+                ("group_id", pa.string()),
+                ("is_representative", pa.bool_()),
+                ("nearest_similarity", pa.float32()),
+                ("nearest_clip_id", pa.string()),
+                ("method", pa.string()),
+                ("eps", pa.float32()),
+            ]
+        ),
+    )
+)
+
+CLIP_LABELS = register(
+    TableSpec(
+        name="clip_labels",
+        key="clip_id",
+        description="Task, scene and object labels with scores and their source (given / zeroshot).",
+        schema=pa.schema(
+            [
+                ("clip_id", pa.string()),
+                ("task", pa.string()),
+                ("task_score", pa.float32()),
+                ("scene", pa.string()),
+                ("scene_score", pa.float32()),
+                ("objects", pa.list_(pa.string())),
+                ("object_scores", pa.list_(pa.float32())),
+                ("verb", pa.string()),
+                ("label_source", pa.string()),
+                ("text", pa.string()),
+                ("caption", pa.string()),
+            ]
+        ),
+    )
+)
+
+CLIP_LATENTS = register(
+    TableSpec(
+        name="clip_latents",
+        key="clip_id",
+        description="Tokenizer latents (uri and shape) and latent actions (T-1, 32) per clip.",
+        schema=pa.schema(
+            [
+                ("clip_id", pa.string()),
+                ("video_id", pa.string()),
+                ("lam_model_id", pa.string()),
+                ("lam_stride", pa.int32()),
+                ("latent_actions", pa.binary()),
+                ("latent_actions_shape", pa.list_(pa.int32())),
+                ("latent_logvar", pa.binary()),
+                ("tokenizer_id", pa.string()),
+                ("latent_uri", pa.string()),
+                ("latent_shape", pa.list_(pa.int32())),
+                ("latent_mean", pa.list_(pa.float32())),
+                ("latent_std", pa.list_(pa.float32())),
+            ]
+        ),
+    )
+)
+
+SHARDS = register(
+    TableSpec(
+        name="shards",
+        key="shard_uri",
+        description="Training shards written from a query, with the catalog version they came from.",
+        schema=pa.schema(
+            [
+                ("shard_uri", pa.string()),
+                ("split", pa.string()),
+                ("rows", pa.int64()),
+                ("bytes", pa.int64()),
+                ("query", pa.string()),
+                ("catalog_version", pa.string()),
+                ("manifest_uri", pa.string()),
+                ("time", pa.timestamp("us", tz="UTC")),
+            ]
+        ),
+    )
+)

@@ -1,0 +1,137 @@
+"""Find source videos: folders, globs, fsspec URLs (s3://, hf://, file://) and manifests.
+
+A manifest is a CSV or JSONL file with one row per video: a `uri` (or `path`) column plus optional
+`dataset`, `task_text` (or `task`, `caption`, `narration`), `split`, and any other columns, which
+are kept as JSON in `extra_json`. Relative uris in a manifest are resolved against its folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable, Sequence
+
+import fsspec
+import pyarrow as pa
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".mts")
+MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".ndjson")
+TASK_ALIASES = ("task_text", "task", "caption", "narration", "description")
+KNOWN = {"uri", "path", "dataset", "split", *TASK_ALIASES}
+
+DISCOVERED_SCHEMA = pa.schema(
+    [
+        ("uri", pa.string()),
+        ("source", pa.string()),
+        ("dataset", pa.string()),
+        ("task_text", pa.string()),
+        ("split", pa.string()),
+        ("extra_json", pa.string()),
+    ]
+)
+
+
+class SourceError(ValueError):
+    """A source that cannot be listed (missing folder, bad manifest)."""
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def _local(uri: str) -> str:
+    return os.path.abspath(os.path.expanduser(uri[len("file://") :] if uri.startswith("file://") else uri))
+
+
+def _qualify(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
+    """Turn an fsspec path back into a URI of the same protocol as `like`."""
+    if not _is_remote(like):
+        return os.path.abspath(path)
+    return fs.unstrip_protocol(path)
+
+
+def _is_video(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return base.lower().endswith(VIDEO_EXTENSIONS) and not base.startswith(".")
+
+
+def _row(uri: str, source: str, meta: dict | None = None) -> dict:
+    meta = dict(meta or {})
+    task = next((meta[k] for k in TASK_ALIASES if meta.get(k) not in (None, "")), None)
+    extra = {k: v for k, v in meta.items() if k not in KNOWN and v not in (None, "")}
+    return {
+        "uri": uri,
+        "source": source,
+        "dataset": meta.get("dataset") or None,
+        "task_text": str(task) if task is not None else None,
+        "split": meta.get("split") or None,
+        "extra_json": json.dumps(extra, sort_keys=True, default=str) if extra else None,
+    }
+
+
+def _read_manifest(source: str, storage_options: dict | None) -> list[dict]:
+    fs, path = fsspec.core.url_to_fs(source if _is_remote(source) else _local(source), **(storage_options or {}))
+    if not fs.exists(path):
+        raise SourceError(f"manifest not found: {source}")
+    text = fs.cat_file(path).decode("utf-8-sig")
+    if path.lower().endswith(".csv"):
+        records = list(csv.DictReader(io.StringIO(text)))
+    else:
+        records = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise SourceError(f"{source}:{lineno}: not valid JSON ({exc.msg})") from None
+    base = path.rsplit("/", 1)[0]
+    rows = []
+    for index, record in enumerate(records):
+        uri = record.get("uri") or record.get("path")
+        if not uri:
+            raise SourceError(f"{source}: row {index} has no 'uri' or 'path' column")
+        uri = str(uri)
+        if not _is_remote(uri) and not uri.startswith("/") and not uri.startswith("file://"):
+            uri = f"{base}/{uri}"
+            uri = _qualify(fs, uri, source)
+        elif not _is_remote(uri):
+            uri = _local(uri)
+        rows.append(_row(uri, source, record))
+    return rows
+
+
+def _list_source(source: str, storage_options: dict | None) -> list[dict]:
+    if source.lower().endswith(MANIFEST_EXTENSIONS):
+        return _read_manifest(source, storage_options)
+    target = source if _is_remote(source) else _local(source)
+    fs, path = fsspec.core.url_to_fs(target, **(storage_options or {}))
+    if any(ch in path for ch in "*?["):
+        paths = [p for p in fs.glob(path) if _is_video(p) and fs.isfile(p)]
+    elif fs.isdir(path):
+        paths = [p for p in fs.find(path) if _is_video(p)]
+    elif fs.exists(path):
+        paths = [path]
+    else:
+        raise SourceError(f"source not found: {source}")
+    return [_row(_qualify(fs, p, source), source) for p in sorted(paths)]
+
+
+def discover(sources: Sequence[str] | str, storage_options: dict | None = None) -> pa.Table:
+    """List every video of `sources` as rows of :data:`DISCOVERED_SCHEMA`, first mention of a uri wins."""
+    if isinstance(sources, str):
+        sources = [sources]
+    seen: set[str] = set()
+    rows: list[dict] = []
+    for source in sources:
+        for row in _list_source(str(source), storage_options):
+            if row["uri"] not in seen:
+                seen.add(row["uri"])
+                rows.append(row)
+    return pa.Table.from_pylist(rows, schema=DISCOVERED_SCHEMA)
+
+
+def iter_uris(table: pa.Table) -> Iterable[str]:
+    return table.column("uri").to_pylist()

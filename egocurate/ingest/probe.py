@@ -1,0 +1,316 @@
+"""Probe a video's metadata and classify why a file cannot be used.
+
+The primary backend is ffprobe through ffmpeg-python. When no ffprobe is on PATH (imageio-ffmpeg
+ships only ffmpeg), or the uri is an object-store URL, PyAV reads the same fields from the same
+libav* demuxers. Both backends then decode one frame near the end of the file, which catches
+truncated files whose header still claims the full duration.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import Any, Literal
+
+from egocurate.catalog import tables
+from egocurate.ingest.media import ffprobe_exe
+
+# Bounds beyond which metadata is not credible for a first-person recording.
+MAX_DURATION_S = 48 * 3600.0
+MAX_FPS = 1000.0
+MAX_SIDE = 16384
+VFR_TOLERANCE = 0.01
+
+Backend = Literal["auto", "ffprobe", "pyav"]
+
+
+class ProbeError(Exception):
+    """A file that cannot be ingested, with an error kind from :mod:`egocurate.catalog.tables`."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+@dataclass
+class VideoInfo:
+    """What ingest records about a readable video."""
+
+    duration_s: float
+    fps: float
+    avg_fps: float
+    real_fps: float
+    num_frames: int
+    width: int
+    height: int
+    codec: str
+    pix_fmt: str | None
+    rotation: int
+    has_audio: bool
+    bitrate: int | None
+    is_vfr: bool
+    probe_backend: str
+
+    def as_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _rate(value: Any) -> float:
+    """A frame rate from '30000/1001', a Fraction or a number; 0.0 when unknown."""
+    if value in (None, "", "0/0"):
+        return 0.0
+    try:
+        rate = float(Fraction(str(value))) if not isinstance(value, (int, float)) else float(value)
+    except (ValueError, ZeroDivisionError):
+        return 0.0
+    return rate if math.isfinite(rate) else 0.0
+
+
+def _norm_rotation(value: Any) -> int:
+    try:
+        degrees = round(float(value))
+    except (TypeError, ValueError):
+        return 0
+    # Display-matrix rotation is counter-clockwise and negative for the usual phone cases; store
+    # the clockwise angle a player applies, in {0, 90, 180, 270}.
+    return int((-degrees) % 360) if degrees < 0 else int(degrees % 360)
+
+
+def _classify_open_error(message: str) -> str:
+    lowered = message.lower()
+    if "moov atom not found" in lowered or "end of file" in lowered or "truncat" in lowered:
+        return tables.TRUNCATED
+    if "no such file" in lowered or "does not exist" in lowered:
+        return tables.NOT_FOUND
+    return tables.UNREADABLE
+
+
+def _finish(
+    backend: str,
+    duration: float,
+    avg_fps: float,
+    real_fps: float,
+    frames: int,
+    width: int,
+    height: int,
+    codec: str,
+    pix_fmt: str | None,
+    rotation: int,
+    has_audio: bool,
+    bitrate: int | None,
+) -> VideoInfo:
+    fps = avg_fps or real_fps
+    if frames <= 0 and duration > 0 and fps > 0:
+        frames = int(round(duration * fps))
+    if duration <= 0 and frames > 0 and fps > 0:
+        duration = frames / fps
+    is_vfr = bool(avg_fps and real_fps and abs(avg_fps - real_fps) / real_fps > VFR_TOLERANCE)
+    info = VideoInfo(
+        duration_s=round(float(duration), 6),
+        fps=round(float(fps), 6),
+        avg_fps=round(float(avg_fps), 6),
+        real_fps=round(float(real_fps), 6),
+        num_frames=int(frames),
+        width=int(width),
+        height=int(height),
+        codec=codec,
+        pix_fmt=pix_fmt,
+        rotation=rotation,
+        has_audio=has_audio,
+        bitrate=int(bitrate) if bitrate else None,
+        is_vfr=is_vfr,
+        probe_backend=backend,
+    )
+    check_metadata(info)
+    return info
+
+
+def check_metadata(info: VideoInfo) -> None:
+    """Raise `absurd_metadata` for values no real recording has."""
+    problems = []
+    if not (0 < info.duration_s <= MAX_DURATION_S):
+        problems.append(f"duration_s={info.duration_s}")
+    if not (0 < info.fps <= MAX_FPS):
+        problems.append(f"fps={info.fps}")
+    if not (0 < info.width <= MAX_SIDE and 0 < info.height <= MAX_SIDE):
+        problems.append(f"size={info.width}x{info.height}")
+    if info.num_frames < 1:
+        problems.append(f"num_frames={info.num_frames}")
+    if problems:
+        raise ProbeError(tables.ABSURD_METADATA, ", ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------- ffprobe
+def _probe_ffprobe(path: str) -> VideoInfo:
+    import ffmpeg
+
+    try:
+        meta = ffmpeg.probe(path, cmd=ffprobe_exe() or "ffprobe")
+    except ffmpeg.Error as exc:
+        stderr = (exc.stderr or b"").decode("utf-8", "replace").strip()
+        last = stderr.splitlines()[-1] if stderr else str(exc)
+        raise ProbeError(_classify_open_error(stderr), last) from None
+    streams = meta.get("streams", [])
+    video = [s for s in streams if s.get("codec_type") == "video" and not _is_attached_pic(s)]
+    audio = [s for s in streams if s.get("codec_type") == "audio"]
+    if not video:
+        raise _no_video(bool(audio))
+    vs = video[0]
+    fmt = meta.get("format", {})
+    duration = float(vs.get("duration") or fmt.get("duration") or 0.0)
+    rotation = 0
+    for side in vs.get("side_data_list", []) or []:
+        if "rotation" in side:
+            rotation = _norm_rotation(side["rotation"])
+    if not rotation and "rotate" in (vs.get("tags") or {}):
+        rotation = _norm_rotation(-float(vs["tags"]["rotate"]))
+    return _finish(
+        "ffprobe",
+        duration,
+        _rate(vs.get("avg_frame_rate")),
+        _rate(vs.get("r_frame_rate")),
+        int(vs.get("nb_frames") or 0),
+        int(vs.get("width") or 0),
+        int(vs.get("height") or 0),
+        str(vs.get("codec_name") or "unknown"),
+        vs.get("pix_fmt"),
+        rotation,
+        bool(audio),
+        int(fmt["bit_rate"]) if fmt.get("bit_rate") else None,
+    )
+
+
+def _is_attached_pic(stream: dict) -> bool:
+    return bool((stream.get("disposition") or {}).get("attached_pic"))
+
+
+def _no_video(has_audio: bool) -> ProbeError:
+    if has_audio:
+        return ProbeError(tables.AUDIO_ONLY, "the file has audio but no video stream")
+    return ProbeError(tables.NO_VIDEO_STREAM, "the container holds no video stream")
+
+
+# ------------------------------------------------------------------------------------------ PyAV
+def _open_av(source: Any):
+    import av
+
+    try:
+        return av.open(source, mode="r", metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise ProbeError(_classify_open_error(str(exc)), str(exc)) from None
+    except (OSError, ValueError) as exc:
+        raise ProbeError(_classify_open_error(str(exc)), str(exc)) from None
+
+
+def _pyav_rotation(stream: Any) -> int:
+    for side in getattr(stream, "side_data", {}) or {}:
+        pass
+    try:
+        from av.sidedata.sidedata import Type  # noqa: F401
+    except Exception:
+        pass
+    rotate = (stream.metadata or {}).get("rotate")
+    if rotate is not None:
+        return _norm_rotation(-float(rotate))
+    display = getattr(stream, "side_data", None)
+    if display:
+        value = display.get("DISPLAYMATRIX") if hasattr(display, "get") else None
+        if value is not None:
+            return _norm_rotation(value)
+    return 0
+
+
+def _probe_pyav(container: Any) -> VideoInfo:
+    video = [s for s in container.streams.video if not (s.disposition and "attached_pic" in str(s.disposition))]
+    audio = list(container.streams.audio)
+    if not video:
+        raise _no_video(bool(audio))
+    vs = video[0]
+    duration = float(vs.duration * vs.time_base) if vs.duration and vs.time_base else 0.0
+    if duration <= 0 and container.duration:
+        duration = container.duration / 1_000_000
+    cc = vs.codec_context
+    return _finish(
+        "pyav",
+        duration,
+        _rate(vs.average_rate),
+        _rate(vs.base_rate),
+        int(vs.frames or 0),
+        int(cc.width or 0),
+        int(cc.height or 0),
+        str(cc.name or "unknown"),
+        cc.format.name if cc.format is not None else None,
+        _pyav_rotation(vs),
+        bool(audio),
+        int(container.bit_rate) if container.bit_rate else None,
+    )
+
+
+def _check_tail(container: Any, info: VideoInfo) -> None:
+    """Decode one frame in the last second; a truncated file has header but no data there."""
+    import av
+
+    vs = container.streams.video[0]
+    target_s = max(0.0, info.duration_s - 1.0)
+    try:
+        if vs.time_base:
+            container.seek(int(target_s / float(vs.time_base)), stream=vs, backward=True, any_frame=False)
+        last_pts_s = -1.0
+        for frame in container.decode(vs):
+            if frame.time is not None:
+                last_pts_s = float(frame.time)
+            if last_pts_s >= target_s - 1.0:
+                break
+    except av.error.FFmpegError as exc:
+        raise ProbeError(tables.TRUNCATED, f"cannot decode near the end: {exc}") from None
+    # A frame within 2 s of the end proves the data reaches there (keyframe distance is bounded by the seek).
+    if last_pts_s < target_s - 1.0:
+        raise ProbeError(
+            tables.TRUNCATED,
+            f"header says {info.duration_s:.2f}s but no frame decodes after {max(last_pts_s, 0):.2f}s",
+        )
+
+
+def _open_source(uri: str, storage_options: dict | None) -> tuple[Any, Any]:
+    """(container source for PyAV, file handle to close or None)."""
+    if "://" in uri and not uri.startswith("file://"):
+        import fsspec
+
+        fh = fsspec.open(uri, "rb", **(storage_options or {})).open()
+        return fh, fh
+    return (uri[len("file://") :] if uri.startswith("file://") else uri), None
+
+
+def probe(uri: str, backend: Backend = "auto", storage_options: dict | None = None) -> VideoInfo:
+    """Metadata of the video at `uri`; raises :class:`ProbeError` with a kind for unusable files."""
+    remote = "://" in uri and not uri.startswith("file://")
+    local_path = None if remote else (uri[len("file://") :] if uri.startswith("file://") else uri)
+    if local_path is not None:
+        if not os.path.exists(local_path):
+            raise ProbeError(tables.NOT_FOUND, f"no such file: {local_path}")
+        if os.path.getsize(local_path) == 0:
+            raise ProbeError(tables.ZERO_LENGTH, "the file is empty (0 bytes)")
+    if backend not in ("auto", "ffprobe", "pyav"):
+        raise ValueError(f"backend must be one of 'auto', 'ffprobe', 'pyav', got {backend!r}")
+    use_ffprobe = backend == "ffprobe" or (backend == "auto" and ffprobe_exe() is not None and not remote)
+    if backend == "ffprobe" and (remote or ffprobe_exe() is None):
+        raise ValueError("the ffprobe backend needs a local file and an ffprobe binary on PATH")
+    info = _probe_ffprobe(local_path) if use_ffprobe else None
+    source, handle = _open_source(uri, storage_options)
+    try:
+        if remote and handle is not None and getattr(handle, "size", None) == 0:
+            raise ProbeError(tables.ZERO_LENGTH, "the file is empty (0 bytes)")
+        container = _open_av(source)
+        try:
+            if info is None:
+                info = _probe_pyav(container)
+            _check_tail(container, info)
+        finally:
+            container.close()
+    finally:
+        if handle is not None:
+            handle.close()
+    return info

@@ -1,0 +1,98 @@
+"""Pipeline configuration: stages with their parameters, engine and catalog in one YAML file.
+
+Validated with pydantic; a bad value names the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+EngineName = Literal["local", "ray", "spark"]
+
+
+class RayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: str | None = Field(None, description="ray.init address: None starts a local Ray, 'auto' joins a cluster")
+    num_cpus: int | None = Field(None, ge=1)
+
+
+class SparkConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    master: str | None = Field(None, description="spark master URL, e.g. local[*], spark://host:7077, yarn")
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class StageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    engine: EngineName | None = None
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        from egocurate.jobs.registry import STAGES
+
+        if value not in STAGES:
+            raise ValueError(f"unknown stage {value!r}; allowed: {', '.join(sorted(STAGES))}")
+        return value
+
+
+class PipelineConfig(BaseModel):
+    """One run: where the catalog lives, which engine, which sources, which stages with what params."""
+
+    model_config = ConfigDict(extra="forbid")
+    catalog: str
+    engine: EngineName = "local"
+    sources: list[str] = Field(default_factory=list)
+    stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig(name="ingest")])
+    commit_every: int = Field(256, ge=1, description="input rows per Delta commit (the resumption unit)")
+    storage_options: dict[str, str] = Field(default_factory=dict)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    thresholds: dict[str, float] = Field(default_factory=dict, description="read-time filters for the clip view")
+    progress: bool = True
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded for the person who wrote the file."""
+
+
+def describe(exc: pydantic.ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Read and validate a pipeline YAML; relative catalog and source paths resolve against its folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"pipeline config not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw.update(overrides or {})
+    base = path.resolve().parent
+    if isinstance(raw.get("catalog"), str) and "://" not in raw["catalog"]:
+        raw["catalog"] = str((base / raw["catalog"]).resolve())
+    if isinstance(raw.get("sources"), list):
+        raw["sources"] = [
+            str((base / s).resolve()) if isinstance(s, str) and "://" not in s and not s.startswith("/") else s
+            for s in raw["sources"]
+        ]
+    try:
+        return PipelineConfig.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(f"{path}: invalid pipeline config:\n{describe(exc)}") from None

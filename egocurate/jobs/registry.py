@@ -1,0 +1,81 @@
+"""Which stages exist, how to build them from config, and which rows each one reads.
+
+Entries are import strings so that a pipeline only imports what it runs (torch, open_clip and
+friends stay unloaded for an ingest-only run). Add a stage by adding one entry here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+
+@dataclass(frozen=True)
+class StageEntry:
+    """A registered stage: its class and the named input it consumes (see ``jobs.inputs``)."""
+
+    name: str
+    target: str  # "package.module:Class"
+    inputs: str  # "discovered", "videos", "clips", ... (a builder in jobs.inputs)
+    description: str = ""
+
+    def load(self) -> type:
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+STAGES: dict[str, StageEntry] = {
+    entry.name: entry
+    for entry in (
+        StageEntry("ingest", "egocurate.ingest.probe_stage:ProbeStage", "discovered", "probe, fingerprint, quarantine"),
+    )
+}
+
+
+def register(entry: StageEntry) -> None:
+    STAGES[entry.name] = entry
+
+
+def entry_for(name: str) -> StageEntry:
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; allowed stages: {', '.join(sorted(STAGES))}")
+    return STAGES[name]
+
+
+def params_model(cls: type) -> type[pydantic.BaseModel]:
+    """A pydantic model of `cls.__init__`'s parameters (type hints and defaults), forbidding extras."""
+    hints = typing.get_type_hints(cls.__init__)
+    fields: dict[str, Any] = {}
+    for pname, param in inspect.signature(cls.__init__).parameters.items():
+        if pname == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[pname] = (hints.get(pname, Any), default)
+    config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    return pydantic.create_model(f"{cls.__name__}Params", __config__=config, **fields)
+
+
+def build_stage(name: str, params: dict[str, Any] | None = None) -> Any:
+    """Instantiate stage `name` with `params`, validated against its constructor's type hints.
+
+    A bad value raises ``ValueError`` naming the stage, the field and what it accepts.
+    """
+    cls = entry_for(name).load()
+    model = params_model(cls)
+    try:
+        validated = model.model_validate(dict(params or {}))
+    except pydantic.ValidationError as exc:
+        raise ValueError(f"stage {name!r}: invalid parameters: {describe_errors(exc)}") from None
+    return cls(**{k: getattr(validated, k) for k in model.model_fields})
+
+
+def describe_errors(exc: pydantic.ValidationError) -> str:
+    """One line per problem: the field path, what is wrong, and the value given."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})" for err in exc.errors()
+    )

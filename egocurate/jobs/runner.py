@@ -1,0 +1,203 @@
+"""The driver side of a stage run: anti-join for resumption, engine map, commits, summary.
+
+Engines (local, Ray, Spark) only move batches to workers and manifests back; everything that
+touches the catalog happens here, on the driver, so every engine commits the same way.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm.auto import tqdm
+
+from egocurate.catalog import tables
+from egocurate.catalog.store import Catalog, PartFile
+from egocurate.jobs.stage import Resources, Stage
+
+
+class Engine(Protocol):
+    """Runs a stage over rows and yields manifest tables (see ``jobs.stage.MANIFEST_SCHEMA``)."""
+
+    name: str
+
+    def map(self, stage: Stage, rows: pa.Table, catalog: Catalog) -> Iterator[pa.Table]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class StageSummary:
+    """What one stage did in one run."""
+
+    stage: str
+    engine: str
+    rows_in: int = 0
+    rows_skipped: int = 0
+    rows_out: int = 0
+    quarantined: int = 0
+    seconds: float = 0.0
+    video_seconds: float = 0.0
+    commits: int = 0
+    versions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_in / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def video_hours_per_hour(self) -> float:
+        """Hours of video processed per wall-clock hour (the throughput a data team plans with)."""
+        return self.video_seconds / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "stage": self.stage,
+            "engine": self.engine,
+            "rows_in": self.rows_in,
+            "rows_skipped": self.rows_skipped,
+            "rows_out": self.rows_out,
+            "quarantined": self.quarantined,
+            "seconds": round(self.seconds, 3),
+            "rows_per_s": round(self.rows_per_s, 3),
+            "video_hours_per_hour": round(self.video_hours_per_hour, 3),
+            "commits": self.commits,
+        }
+
+
+def done_keys(stage: Stage, catalog: Catalog) -> set[str]:
+    """Input keys this stage already finished: its ledger, its own table, its quarantine rows."""
+    ledger_filter = pc.field("stage") == stage.name
+    done = catalog.distinct(tables.LEDGER.name, "key", filter=ledger_filter)
+    for column in getattr(stage, "done_key_columns", (stage.input_key,)):
+        done |= catalog.distinct(stage.output_table, column)
+    done |= catalog.distinct(tables.QUARANTINE.name, "key", filter=pc.field("stage") == stage.name)
+    return done
+
+
+def pending_rows(stage: Stage, catalog: Catalog, rows: pa.Table) -> pa.Table:
+    """Anti-join `rows` against what the stage already did; this is what makes reruns free."""
+    if rows.num_rows == 0:
+        return rows
+    done = done_keys(stage, catalog)
+    if not done:
+        return rows
+    keys = rows.column(stage.input_key).cast(pa.string())
+    mask = pc.invert(pc.is_in(keys, value_set=pa.array(sorted(done), pa.string())))
+    return rows.filter(mask)
+
+
+def _parts(manifest: pa.Table) -> list[PartFile]:
+    out = []
+    for row in manifest.filter(pc.not_equal(manifest.column("table"), "")).to_pylist():
+        out.append(PartFile(table=row["table"], path=row["path"], size=row["size"], num_rows=row["num_rows"]))
+    return out
+
+
+class _Committer:
+    """Collects manifests and commits them: output parts, quarantine parts, then the ledger."""
+
+    def __init__(self, stage: Stage, catalog: Catalog, run_id: str, summary: StageSummary):
+        self.stage, self.catalog, self.run_id, self.summary = stage, catalog, run_id, summary
+        self.spec = tables.spec_for(stage.output_table)
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+
+    def add(self, manifest: pa.Table) -> None:
+        self.pending.append(manifest)
+        self.pending_rows += int(pc.sum(manifest.column("rows_in")).as_py() or 0)
+
+    def _commit_output(self, parts: list[PartFile]) -> None:
+        merge = getattr(self.stage, "merge_duplicates", None)
+        if merge is None:
+            version = self.catalog.commit_parts(self.spec, parts, operation=self.stage.name)
+        else:
+            # Stages whose output key is not their input key (many uris -> one video) may collide
+            # with rows already committed; those commits go through a MERGE instead of an append.
+            incoming = self.catalog.read_parts(parts)
+            if incoming is None:
+                return
+            keys = incoming.column(self.spec.key)
+            existing = self.catalog.read(self.spec.name, filter=pc.field(self.spec.key).isin(keys))
+            collides = existing.num_rows > 0 or len(pc.unique(keys)) < incoming.num_rows
+            if collides:
+                folded = merge(existing, incoming)
+                version = self.catalog.upsert(self.spec, folded, operation=self.stage.name)
+            else:
+                version = self.catalog.commit_parts(self.spec, parts, operation=self.stage.name)
+        if version is not None:
+            self.summary.versions[self.spec.name] = version
+
+    def commit(self) -> None:
+        if not self.pending:
+            return
+        manifest = pa.concat_tables(self.pending)
+        self.pending, self.pending_rows = [], 0
+        parts = _parts(manifest)
+        output_parts = [p for p in parts if p.table == self.spec.name]
+        quarantine_parts = [p for p in parts if p.table == tables.QUARANTINE.name]
+        self._commit_output(output_parts)
+        if quarantine_parts:
+            version = self.catalog.commit_parts(tables.QUARANTINE, quarantine_parts, operation=self.stage.name)
+            self.summary.versions[tables.QUARANTINE.name] = int(version or 0)
+        bookkeeping = manifest.filter(pc.equal(manifest.column("table"), ""))
+        keys = pc.list_flatten(bookkeeping.column("keys")).to_pylist()
+        out_counts: dict[str, int] = {}
+        for part_row in manifest.filter(pc.equal(manifest.column("table"), self.spec.name)).to_pylist():
+            for key in part_row["keys"]:
+                out_counts[key] = out_counts.get(key, 0) + 1
+        now = time.time_ns() // 1000
+        ledger = pa.table(
+            {
+                "stage": pa.array([self.stage.name] * len(keys), pa.string()),
+                "key": pa.array(keys, pa.string()),
+                "run_id": pa.array([self.run_id] * len(keys), pa.string()),
+                "rows_out": pa.array([out_counts.get(k, 0) for k in keys], pa.int64()),
+                "time": pa.array([now] * len(keys), pa.timestamp("us", tz="UTC")),
+            }
+        )
+        self.catalog.append(tables.LEDGER, ledger, operation=f"ledger:{self.stage.name}")
+        self.summary.rows_out += sum(p.num_rows for p in output_parts)
+        self.summary.quarantined += sum(p.num_rows for p in quarantine_parts)
+        self.summary.video_seconds += float(pc.sum(bookkeeping.column("video_seconds")).as_py() or 0.0)
+        self.summary.commits += 1
+
+
+def run_stage(
+    stage: Stage,
+    rows: pa.Table,
+    catalog: Catalog,
+    engine: Engine,
+    commit_every: int = 256,
+    progress: bool = True,
+    run_id: str | None = None,
+) -> StageSummary:
+    """Run `stage` over the `rows` it has not done yet, committing every `commit_every` input rows."""
+    Resources.of(stage)  # validate early, before any work
+    if stage.input_key not in rows.column_names:
+        raise ValueError(f"stage {stage.name!r} needs column {stage.input_key!r}; got {rows.column_names}")
+    catalog.ensure(tables.spec_for(stage.output_table))
+    summary = StageSummary(stage=stage.name, engine=engine.name)
+    start = time.perf_counter()
+    todo = pending_rows(stage, catalog, rows)
+    summary.rows_in = todo.num_rows
+    summary.rows_skipped = rows.num_rows - todo.num_rows
+    if todo.num_rows:
+        committer = _Committer(stage, catalog, run_id or uuid.uuid4().hex[:12], summary)
+        bar = tqdm(total=todo.num_rows, desc=f"{stage.name} [{engine.name}]", unit="row", disable=not progress)
+        try:
+            for manifest in engine.map(stage, todo, catalog):
+                committer.add(manifest)
+                bar.update(int(pc.sum(manifest.column("rows_in")).as_py() or 0))
+                if committer.pending_rows >= commit_every:
+                    committer.commit()
+            committer.commit()
+        finally:
+            bar.close()
+    summary.seconds = time.perf_counter() - start
+    return summary

@@ -1,0 +1,1 @@
+"""egocurate.latent_actions"""
