@@ -70,22 +70,48 @@ def _rate(value: Any) -> float:
 
 
 def _norm_rotation(value: Any) -> int:
+    """Display rotation in degrees counter-clockwise, in [0, 360) (ffprobe's and PyAV's convention)."""
     try:
-        degrees = round(float(value))
+        return int(round(float(value))) % 360
     except (TypeError, ValueError):
         return 0
-    # Display-matrix rotation is counter-clockwise and negative for the usual phone cases; store
-    # the clockwise angle a player applies, in {0, 90, 180, 270}.
-    return int((-degrees) % 360) if degrees < 0 else int(degrees % 360)
 
 
-def _classify_open_error(message: str) -> str:
+CONTAINER_MAGIC = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
+
+
+def _looks_like_container(head: bytes) -> bool:
+    """True when the first bytes carry a video container signature (MP4/MOV, Matroska, AVI, MPEG-TS)."""
+    return (
+        head[4:8] in CONTAINER_MAGIC
+        or head.startswith(b"\x1a\x45\xdf\xa3")
+        or head.startswith(b"RIFF")
+        or head[:1] == b"\x47"
+    )
+
+
+def _classify_open_error(message: str, head: bytes = b"") -> str:
+    """Error kind for a file the demuxer refused: a real container cut short is `truncated`."""
     lowered = message.lower()
-    if "moov atom not found" in lowered or "end of file" in lowered or "truncat" in lowered:
-        return tables.TRUNCATED
     if "no such file" in lowered or "does not exist" in lowered:
         return tables.NOT_FOUND
+    truncation = "moov atom not found" in lowered or "end of file" in lowered or "truncat" in lowered
+    if truncation and _looks_like_container(head):
+        return tables.TRUNCATED
     return tables.UNREADABLE
+
+
+def _head(path: str | None, handle: Any = None) -> bytes:
+    try:
+        if handle is not None:
+            position = handle.tell()
+            data = handle.read(16)
+            handle.seek(position)
+            return data
+        with open(path, "rb") as fh:
+            return fh.read(16)
+    except OSError:
+        return b""
 
 
 def _finish(
@@ -120,7 +146,7 @@ def _finish(
         pix_fmt=pix_fmt,
         rotation=rotation,
         has_audio=has_audio,
-        bitrate=int(bitrate) if bitrate else None,
+        bitrate=int(bitrate) if bitrate else None,  # replaced by size*8/duration in probe()
         is_vfr=is_vfr,
         probe_backend=backend,
     )
@@ -152,7 +178,7 @@ def _probe_ffprobe(path: str) -> VideoInfo:
     except ffmpeg.Error as exc:
         stderr = (exc.stderr or b"").decode("utf-8", "replace").strip()
         last = stderr.splitlines()[-1] if stderr else str(exc)
-        raise ProbeError(_classify_open_error(stderr), last) from None
+        raise ProbeError(_classify_open_error(stderr, _head(path)), last) from None
     streams = meta.get("streams", [])
     video = [s for s in streams if s.get("codec_type") == "video" and not _is_attached_pic(s)]
     audio = [s for s in streams if s.get("codec_type") == "audio"]
@@ -165,7 +191,7 @@ def _probe_ffprobe(path: str) -> VideoInfo:
     for side in vs.get("side_data_list", []) or []:
         if "rotation" in side:
             rotation = _norm_rotation(side["rotation"])
-    if not rotation and "rotate" in (vs.get("tags") or {}):
+    if not rotation and "rotate" in (vs.get("tags") or {}):  # ffmpeg < 5 wrote a clockwise tag
         rotation = _norm_rotation(-float(vs["tags"]["rotate"]))
     return _finish(
         "ffprobe",
@@ -197,29 +223,22 @@ def _no_video(has_audio: bool) -> ProbeError:
 def _open_av(source: Any):
     import av
 
+    head = _head(source if isinstance(source, str) else None, None if isinstance(source, str) else source)
     try:
         return av.open(source, mode="r", metadata_errors="ignore")
-    except av.error.FFmpegError as exc:
-        raise ProbeError(_classify_open_error(str(exc)), str(exc)) from None
-    except (OSError, ValueError) as exc:
-        raise ProbeError(_classify_open_error(str(exc)), str(exc)) from None
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise ProbeError(_classify_open_error(str(exc), head), str(exc)) from None
 
 
-def _pyav_rotation(stream: Any) -> int:
-    for side in getattr(stream, "side_data", {}) or {}:
-        pass
+def _pyav_rotation(container: Any, stream: Any) -> int:
+    """Rotation of the first decoded frame (PyAV applies the display matrix per frame)."""
+    import av
+
     try:
-        from av.sidedata.sidedata import Type  # noqa: F401
-    except Exception:
-        pass
-    rotate = (stream.metadata or {}).get("rotate")
-    if rotate is not None:
-        return _norm_rotation(-float(rotate))
-    display = getattr(stream, "side_data", None)
-    if display:
-        value = display.get("DISPLAYMATRIX") if hasattr(display, "get") else None
-        if value is not None:
-            return _norm_rotation(value)
+        for frame in container.decode(stream):
+            return _norm_rotation(getattr(frame, "rotation", 0) or 0)
+    except av.error.FFmpegError:
+        return 0
     return 0
 
 
@@ -243,10 +262,41 @@ def _probe_pyav(container: Any) -> VideoInfo:
         int(cc.height or 0),
         str(cc.name or "unknown"),
         cc.format.name if cc.format is not None else None,
-        _pyav_rotation(vs),
+        _pyav_rotation(container, vs),
         bool(audio),
         int(container.bit_rate) if container.bit_rate else None,
     )
+
+
+def _timestamps_vary(container: Any, packets: int = 240) -> bool:
+    """True when the first `packets` video timestamps are unevenly spaced (variable frame rate).
+
+    Containers such as Matroska carry no frame count or average rate worth trusting, so the rate
+    heuristic alone misses VFR there; demuxing (no decoding) a few hundred packets is cheap.
+    """
+    import av
+
+    stream = container.streams.video[0]
+    stamps = []
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is not None:
+                stamps.append(packet.pts)
+            if len(stamps) >= packets:
+                break
+    except av.error.FFmpegError:
+        return False
+    # Decode order differs from presentation order (B-frames): the last packets read may run ahead of
+    # frames not read yet, so drop a reorder window's worth before looking at the gaps.
+    stamps = sorted(stamps)
+    if len(stamps) >= packets:  # stopped early: the tail may have holes B-frames will fill later
+        stamps = stamps[:-16]
+    deltas = [b - a for a, b in zip(stamps, stamps[1:], strict=False) if b > a]
+    if len(deltas) < 4:
+        return False
+    median = sorted(deltas)[len(deltas) // 2]
+    uneven = sum(1 for d in deltas if d > 1.5 * median or d < median / 1.5)
+    return uneven > 0.05 * len(deltas)  # a dropped frame or two is not a variable-rate stream
 
 
 def _check_tail(container: Any, info: VideoInfo) -> None:
@@ -307,10 +357,16 @@ def probe(uri: str, backend: Backend = "auto", storage_options: dict | None = No
         try:
             if info is None:
                 info = _probe_pyav(container)
+                container.seek(0)
+            info.is_vfr = info.is_vfr or _timestamps_vary(container)
             _check_tail(container, info)
         finally:
             container.close()
     finally:
         if handle is not None:
             handle.close()
+    size = os.path.getsize(local_path) if local_path is not None else getattr(handle, "size", None)
+    if size and info.duration_s > 0:
+        # The same formula on every backend, so ffprobe and PyAV rows are identical.
+        info.bitrate = int(size * 8 / info.duration_s)
     return info

@@ -70,24 +70,49 @@ class StageSummary:
         }
 
 
-def done_keys(stage: Stage, catalog: Catalog) -> set[str]:
-    """Input keys this stage already finished: its ledger, its own table, its quarantine rows."""
-    ledger_filter = pc.field("stage") == stage.name
-    done = catalog.distinct(tables.LEDGER.name, "key", filter=ledger_filter)
+def done_keys(stage: Stage, catalog: Catalog) -> tuple[set[str], set[str]]:
+    """(ledgered keys, keys done but not ledgered) for this stage.
+
+    A key is done when the ledger has it, or when the stage's own table or the quarantine already
+    holds it: a run killed between committing output and committing the ledger leaves the latter.
+    """
+    ledgered = catalog.distinct(tables.LEDGER.name, "key", filter=pc.field("stage") == stage.name)
+    unledgered: set[str] = set()
     for column in getattr(stage, "done_key_columns", (stage.input_key,)):
-        done |= catalog.distinct(stage.output_table, column)
-    done |= catalog.distinct(tables.QUARANTINE.name, "key", filter=pc.field("stage") == stage.name)
-    return done
+        unledgered |= catalog.distinct(stage.output_table, column)
+    unledgered |= catalog.distinct(tables.QUARANTINE.name, "key", filter=pc.field("stage") == stage.name)
+    return ledgered, unledgered - ledgered
 
 
-def pending_rows(stage: Stage, catalog: Catalog, rows: pa.Table) -> pa.Table:
-    """Anti-join `rows` against what the stage already did; this is what makes reruns free."""
+def _ledger_rows(stage: Stage, keys: list[str], run_id: str, rows_out: dict[str, int] | None = None) -> pa.Table:
+    now = time.time_ns() // 1000
+    return pa.table(
+        {
+            "stage": pa.array([stage.name] * len(keys), pa.string()),
+            "key": pa.array(keys, pa.string()),
+            "run_id": pa.array([run_id] * len(keys), pa.string()),
+            "rows_out": pa.array([(rows_out or {}).get(k, 0) for k in keys], pa.int64()),
+            "time": pa.array([now] * len(keys), pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+def pending_rows(stage: Stage, catalog: Catalog, rows: pa.Table, run_id: str = "repair") -> pa.Table:
+    """Anti-join `rows` against what the stage already did; this is what makes reruns free.
+
+    Keys found done in the stage's tables but missing from the ledger (a kill between the two
+    commits) are ledgered now, so the ledger stays a complete record of finished work.
+    """
     if rows.num_rows == 0:
         return rows
-    done = done_keys(stage, catalog)
+    ledgered, unledgered = done_keys(stage, catalog)
+    done = ledgered | unledgered
     if not done:
         return rows
     keys = rows.column(stage.input_key).cast(pa.string())
+    repair = sorted(set(keys.to_pylist()) & unledgered)
+    if repair:
+        catalog.append(tables.LEDGER, _ledger_rows(stage, repair, run_id), operation=f"ledger-repair:{stage.name}")
     mask = pc.invert(pc.is_in(keys, value_set=pa.array(sorted(done), pa.string())))
     return rows.filter(mask)
 
@@ -151,16 +176,7 @@ class _Committer:
         for part_row in manifest.filter(pc.equal(manifest.column("table"), self.spec.name)).to_pylist():
             for key in part_row["keys"]:
                 out_counts[key] = out_counts.get(key, 0) + 1
-        now = time.time_ns() // 1000
-        ledger = pa.table(
-            {
-                "stage": pa.array([self.stage.name] * len(keys), pa.string()),
-                "key": pa.array(keys, pa.string()),
-                "run_id": pa.array([self.run_id] * len(keys), pa.string()),
-                "rows_out": pa.array([out_counts.get(k, 0) for k in keys], pa.int64()),
-                "time": pa.array([now] * len(keys), pa.timestamp("us", tz="UTC")),
-            }
-        )
+        ledger = _ledger_rows(self.stage, keys, self.run_id, out_counts)
         self.catalog.append(tables.LEDGER, ledger, operation=f"ledger:{self.stage.name}")
         self.summary.rows_out += sum(p.num_rows for p in output_parts)
         self.summary.quarantined += sum(p.num_rows for p in quarantine_parts)
@@ -184,11 +200,12 @@ def run_stage(
     catalog.ensure(tables.spec_for(stage.output_table))
     summary = StageSummary(stage=stage.name, engine=engine.name)
     start = time.perf_counter()
-    todo = pending_rows(stage, catalog, rows)
+    run_id = run_id or uuid.uuid4().hex[:12]
+    todo = pending_rows(stage, catalog, rows, run_id)
     summary.rows_in = todo.num_rows
     summary.rows_skipped = rows.num_rows - todo.num_rows
     if todo.num_rows:
-        committer = _Committer(stage, catalog, run_id or uuid.uuid4().hex[:12], summary)
+        committer = _Committer(stage, catalog, run_id, summary)
         bar = tqdm(total=todo.num_rows, desc=f"{stage.name} [{engine.name}]", unit="row", disable=not progress)
         try:
             for manifest in engine.map(stage, todo, catalog):

@@ -31,11 +31,19 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, max_actors: int | None = None):
+        import logging
+
         import ray
 
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            kwargs: dict = {"ignore_reinit_error": True, "include_dashboard": False, "log_to_driver": False}
+            kwargs: dict = {
+                "ignore_reinit_error": True,
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "logging_level": logging.WARNING,
+            }
             if address:
                 kwargs["address"] = address
             else:

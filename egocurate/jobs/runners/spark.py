@@ -42,12 +42,14 @@ def spark_session(master: str | None = None, app_name: str = "egocurate", delta:
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master(master or os.environ.get("EGOCURATE_SPARK_MASTER", "local[*]"))
         .appName(app_name)
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.driver.memory", os.environ.get("EGOCURATE_SPARK_DRIVER_MEMORY", "2g"))
     )
@@ -61,7 +63,9 @@ def spark_session(master: str | None = None, app_name: str = "egocurate", delta:
                 "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
             )
         )
-    return builder.getOrCreate()
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("EGOCURATE_SPARK_LOG_LEVEL", "ERROR"))
+    return spark
 
 
 class SparkEngine:

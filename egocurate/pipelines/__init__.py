@@ -1,0 +1,1 @@
+"""Pipeline YAML files shipped with egocurate."""
