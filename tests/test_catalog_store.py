@@ -21,13 +21,18 @@ def test_parts_are_invisible_until_committed_then_visible_in_one_version(tmp_pat
     catalog = Catalog(tmp_path / "cat")
     catalog.ensure(tables.QUARANTINE)
     v0 = catalog.version("quarantine")
-    parts = [write_part(catalog.root, tables.QUARANTINE, _quarantine_rows([f"u{i}", f"v{i}"]), f"t{i}") for i in range(3)]
+    parts = [
+        write_part(catalog.root, tables.QUARANTINE, _quarantine_rows([f"u{i}", f"v{i}"]), f"t{i}")
+        for i in range(3)
+    ]
     # Files are on disk, but no reader sees them: a killed worker leaves only orphans.
     assert catalog.count("quarantine") == 0
     version = catalog.commit_parts(tables.QUARANTINE, parts)
     assert version == v0 + 1
     assert catalog.count("quarantine") == 6
-    assert sorted(catalog.distinct("quarantine", "uri")) == sorted([f"u{i}" for i in range(3)] + [f"v{i}" for i in range(3)])
+    assert sorted(catalog.distinct("quarantine", "uri")) == sorted(
+        [f"u{i}" for i in range(3)] + [f"v{i}" for i in range(3)]
+    )
 
 
 def test_time_travel_and_history(tmp_path):
@@ -46,7 +51,9 @@ def test_upsert_replaces_matching_keys_and_inserts_new(tmp_path):
     catalog = Catalog(tmp_path / "cat")
     catalog.append(tables.QUARANTINE, _quarantine_rows(["a", "b"]))
     changed = _quarantine_rows(["b", "z"])
-    changed = changed.set_column(changed.schema.get_field_index("error_kind"), "error_kind", pa.array(["new", "new"]))
+    changed = changed.set_column(
+        changed.schema.get_field_index("error_kind"), "error_kind", pa.array(["new", "new"])
+    )
     catalog.upsert(tables.QUARANTINE, changed)
     rows = {r["uri"]: r["error_kind"] for r in catalog.read("quarantine").to_pylist()}
     assert rows == {"a": "x", "b": "new", "z": "new"}
@@ -67,10 +74,14 @@ def test_unknown_table_names_known_ones():
 
 def test_sql_and_clip_view_join_clips_with_videos(tmp_path):
     catalog = Catalog(tmp_path / "cat")
-    catalog.append(tables.VIDEOS, pa.table({"video_id": ["v1", "v2"], "uri": ["/a.mp4", "/b.mp4"], "fps": [30.0, 10.0]}))
+    catalog.append(
+        tables.VIDEOS, pa.table({"video_id": ["v1", "v2"], "uri": ["/a.mp4", "/b.mp4"], "fps": [30.0, 10.0]})
+    )
     catalog.append(
         tables.CLIPS,
-        pa.table({"clip_id": ["c1", "c2", "c3"], "video_id": ["v1", "v1", "v2"], "duration_s": [2.0, 3.0, 4.0]}),
+        pa.table(
+            {"clip_id": ["c1", "c2", "c3"], "video_id": ["v1", "v1", "v2"], "duration_s": [2.0, 3.0, 4.0]}
+        ),
     )
     view = clip_view(catalog)
     assert view.column("clip_id").to_pylist() == ["c1", "c2", "c3"]

@@ -46,7 +46,9 @@ def test_local_ray_and_spark_produce_identical_rows(tmp_path, source_dir, ray_en
     assert _videos(results["ray"]) == local
     assert _videos(results["spark"]) == local
     quarantine = {
-        name: sorted((r["uri"].rsplit("/", 1)[-1], r["error_kind"]) for r in cat.read("quarantine").to_pylist())
+        name: sorted(
+            (r["uri"].rsplit("/", 1)[-1], r["error_kind"]) for r in cat.read("quarantine").to_pylist()
+        )
         for name, cat in results.items()
     }
     assert quarantine["ray"] == quarantine["local"] == quarantine["spark"]
@@ -58,7 +60,9 @@ def test_exact_duplicate_is_recorded_once_with_its_other_uri(tmp_path, source_di
     rows = _videos(catalog)
     assert len(rows) == 3
     (dup,) = [r for r in rows if r["duplicate_uris"]]
-    assert dup["uri"].endswith("clip_0.mp4") and dup["duplicate_uris"] == [str(source_dir / "copy of clip_0.mp4")]
+    assert dup["uri"].endswith("clip_0.mp4") and dup["duplicate_uris"] == [
+        str(source_dir / "copy of clip_0.mp4")
+    ]
 
 
 def test_duplicate_arriving_in_a_later_run_is_merged_not_added(tmp_path, sample_videos):

@@ -37,7 +37,11 @@ def test_jsonl_manifest_keeps_metadata_and_extra_columns(tree):
     manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     table = discover([str(manifest)]).to_pylist()
     assert table[0]["uri"] == str(tree / "a" / "one.mp4")
-    assert (table[0]["dataset"], table[0]["task_text"], table[0]["split"]) == ("egodex", "pour water", "train")
+    assert (table[0]["dataset"], table[0]["task_text"], table[0]["split"]) == (
+        "egodex",
+        "pour water",
+        "train",
+    )
     assert json.loads(table[0]["extra_json"]) == {"camera": "aria"}
     assert table[1]["task_text"] == "cut bread" and table[1]["extra_json"] is None
 

@@ -26,8 +26,16 @@ VIEW_JOINS: tuple[tuple[str, str, str], ...] = (
     ("clip_latents", "a", "clip_id"),
 )
 HEAVY_COLUMNS = {"vector", "latent_actions", "latent_logvar", "extra_json", "fingerprint"}
-RENAMES = {"videos": {"width": "video_width", "height": "video_height", "fps": "video_fps",
-                      "duration_s": "video_duration_s", "num_frames": "video_num_frames", "bytes": "video_bytes"}}  # fmt: skip
+RENAMES = {
+    "videos": {
+        "width": "video_width",
+        "height": "video_height",
+        "fps": "video_fps",
+        "duration_s": "video_duration_s",
+        "num_frames": "video_num_frames",
+        "bytes": "video_bytes",
+    }
+}
 
 
 def keep_expression(thresholds: Mapping[str, float] | None) -> str:
@@ -108,7 +116,9 @@ def sql(catalog: Catalog, query: str, thresholds: Mapping[str, float] | None = N
         con.close()
 
 
-def clip_view(catalog: Catalog, thresholds: Mapping[str, float] | None = None, where: str | None = None) -> pa.Table:
+def clip_view(
+    catalog: Catalog, thresholds: Mapping[str, float] | None = None, where: str | None = None
+) -> pa.Table:
     """The joined clip view as Arrow, optionally filtered by a SQL `where` clause."""
     query = "SELECT * FROM clip_view" + (f" WHERE {where}" if where else "") + " ORDER BY clip_id"
     return sql(catalog, query, thresholds)
@@ -128,7 +138,10 @@ def spark_dataframe(spark: Any, catalog: Catalog, name: str, version: int | None
 
 
 def register_spark_views(
-    spark: Any, catalog: Catalog, thresholds: Mapping[str, float] | None = None, names: list[str] | None = None
+    spark: Any,
+    catalog: Catalog,
+    thresholds: Mapping[str, float] | None = None,
+    names: list[str] | None = None,
 ) -> list[str]:
     """Register catalog tables (and `clip_view`) as Spark temp views; returns the names registered."""
     wanted = names or [n for n in tables.SPECS if n not in ("clip_embeddings",)]

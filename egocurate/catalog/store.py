@@ -24,6 +24,7 @@ from deltalake.transaction import AddAction, CommitProperties
 
 from egocurate.catalog import tables
 from egocurate.catalog.tables import TableSpec
+from egocurate.storage import fsspec_options
 
 
 @dataclass(frozen=True)
@@ -49,29 +50,8 @@ def table_uri(root: str, name: str) -> str:
 
 
 def _filesystem(uri: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, path = fsspec.core.url_to_fs(uri, **_fsspec_options(storage_options))
+    fs, path = fsspec.core.url_to_fs(uri, **fsspec_options(storage_options))
     return fs, path
-
-
-def _fsspec_options(storage_options: dict | None) -> dict[str, Any]:
-    """Translate Delta-style S3 storage options (AWS_*) into s3fs keyword arguments."""
-    if not storage_options:
-        return {}
-    opts: dict[str, Any] = {}
-    client: dict[str, Any] = {}
-    for key, value in storage_options.items():
-        upper = key.upper()
-        if upper == "AWS_ACCESS_KEY_ID":
-            opts["key"] = value
-        elif upper == "AWS_SECRET_ACCESS_KEY":
-            opts["secret"] = value
-        elif upper in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT"):
-            client["endpoint_url"] = value
-        elif upper == "AWS_REGION":
-            client["region_name"] = value
-    if client:
-        opts["client_kwargs"] = client
-    return opts
 
 
 def _column_stats(path_table: pa.Table) -> str:
@@ -239,7 +219,9 @@ class Catalog:
         )
         return int(self.version(spec.name))
 
-    def commit_parts(self, spec: TableSpec, parts: Iterable[PartFile], operation: str = "stage") -> int | None:
+    def commit_parts(
+        self, spec: TableSpec, parts: Iterable[PartFile], operation: str = "stage"
+    ) -> int | None:
         """Make worker-written Parquet parts visible in a single Delta transaction."""
         parts = [p for p in parts if p.table == spec.name]
         if not parts:

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 import fsspec
 import pyarrow as pa
 
+from egocurate.storage import fsspec_options
+
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".mts")
 MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".ndjson")
 TASK_ALIASES = ("task_text", "task", "caption", "narration", "description")
@@ -72,7 +74,9 @@ def _row(uri: str, source: str, meta: dict | None = None) -> dict:
 
 
 def _read_manifest(source: str, storage_options: dict | None) -> list[dict]:
-    fs, path = fsspec.core.url_to_fs(source if _is_remote(source) else _local(source), **(storage_options or {}))
+    fs, path = fsspec.core.url_to_fs(
+        source if _is_remote(source) else _local(source), **fsspec_options(storage_options)
+    )
     if not fs.exists(path):
         raise SourceError(f"manifest not found: {source}")
     text = fs.cat_file(path).decode("utf-8-sig")
@@ -107,7 +111,7 @@ def _list_source(source: str, storage_options: dict | None) -> list[dict]:
     if source.lower().endswith(MANIFEST_EXTENSIONS):
         return _read_manifest(source, storage_options)
     target = source if _is_remote(source) else _local(source)
-    fs, path = fsspec.core.url_to_fs(target, **(storage_options or {}))
+    fs, path = fsspec.core.url_to_fs(target, **fsspec_options(storage_options))
     if any(ch in path for ch in "*?["):
         paths = [p for p in fs.glob(path) if _is_video(p) and fs.isfile(p)]
     elif fs.isdir(path):

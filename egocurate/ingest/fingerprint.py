@@ -11,6 +11,8 @@ import hashlib
 
 import fsspec
 
+from egocurate.storage import fsspec_options
+
 HEAD_BYTES = 1 << 20
 TAIL_BYTES = 1 << 20
 MIDDLE_CHUNKS = 8
@@ -42,7 +44,7 @@ def fingerprint_file(fh, size: int) -> str:
 
 def fingerprint_uri(uri: str, storage_options: dict | None = None) -> tuple[int, str]:
     """(size, fingerprint) of the file at `uri` (any fsspec URL)."""
-    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    fs, path = fsspec.core.url_to_fs(uri, **fsspec_options(storage_options))
     size = int(fs.size(path))
     with fs.open(path, "rb") as fh:
         return size, fingerprint_file(fh, size)

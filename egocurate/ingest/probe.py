@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from egocurate.catalog import tables
 from egocurate.ingest.media import ffprobe_exe
+from egocurate.storage import fsspec_options
 
 # Bounds beyond which metadata is not credible for a first-person recording.
 MAX_DURATION_S = 48 * 3600.0
@@ -243,7 +244,9 @@ def _pyav_rotation(container: Any, stream: Any) -> int:
 
 
 def _probe_pyav(container: Any) -> VideoInfo:
-    video = [s for s in container.streams.video if not (s.disposition and "attached_pic" in str(s.disposition))]
+    video = [
+        s for s in container.streams.video if not (s.disposition and "attached_pic" in str(s.disposition))
+    ]
     audio = list(container.streams.audio)
     if not video:
         raise _no_video(bool(audio))
@@ -329,7 +332,7 @@ def _open_source(uri: str, storage_options: dict | None) -> tuple[Any, Any]:
     if "://" in uri and not uri.startswith("file://"):
         import fsspec
 
-        fh = fsspec.open(uri, "rb", **(storage_options or {})).open()
+        fh = fsspec.open(uri, "rb", **fsspec_options(storage_options)).open()
         return fh, fh
     return (uri[len("file://") :] if uri.startswith("file://") else uri), None
 

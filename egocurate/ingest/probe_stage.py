@@ -21,7 +21,11 @@ def _fold(rows: list[dict]) -> dict:
         uris.add(row["uri"])
         uris.update(row.get("duplicate_uris") or [])
     canonical_uri = min(uris)
-    base = next(r for r in rows if r["uri"] == canonical_uri) if any(r["uri"] == canonical_uri for r in rows) else rows[0]
+    base = (
+        next(r for r in rows if r["uri"] == canonical_uri)
+        if any(r["uri"] == canonical_uri for r in rows)
+        else rows[0]
+    )
     folded = dict(base)
     folded["uri"] = canonical_uri
     folded["duplicate_uris"] = sorted(uris - {canonical_uri})
@@ -78,7 +82,8 @@ class ProbeStage:
             by_id.setdefault(row["video_id"], []).append(row)
         rows = [_fold(group) for group in by_id.values()] + bad
         schema = pa.schema(
-            list(tables.VIDEOS.schema) + [(tables.ERROR_KIND, pa.string()), (tables.ERROR_MESSAGE, pa.string())]
+            list(tables.VIDEOS.schema)
+            + [(tables.ERROR_KIND, pa.string()), (tables.ERROR_MESSAGE, pa.string())]
         )
         return pa.Table.from_pylist(rows, schema=schema)
 

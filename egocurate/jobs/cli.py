@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from enum import Enum
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from egocurate.catalog.store import Catalog
-from egocurate.jobs.config import ConfigError, PipelineConfig, StageConfig, load_config
 from egocurate.jobs.cli_shards import export_app, shards_app
+from egocurate.jobs.config import ConfigError, PipelineConfig, StageConfig, load_config
 from egocurate.jobs.pipeline import run_pipeline
 
 app = typer.Typer(help="Curate egocentric video into world-model training data.", no_args_is_help=True)
@@ -25,20 +25,20 @@ catalog_app = typer.Typer(help="Inspect and query the Delta catalog.", no_args_i
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(shards_app, name="shards")
 app.add_typer(export_app, name="export")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 CatalogOption = Annotated[
     str, typer.Option("--catalog", "-c", envvar="EGOCURATE_CATALOG", help="Catalog root: a path or URL.")
 ]
 
 
-class EngineChoice(str, Enum):
+class EngineChoice(StrEnum):
     local = "local"
     ray = "ray"
     spark = "spark"
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
@@ -57,9 +57,18 @@ def _print_arrow(data, fmt: OutputFormat = OutputFormat.table, limit: int | None
             sys.stdout.write(json.dumps(row, default=str) + "\n")
         return
     if fmt is OutputFormat.csv:
+        import pyarrow as pa
         import pyarrow.csv as pacsv
 
+        for i, field in enumerate(data.schema):  # CSV has no nested or binary types: JSON-encode them
+            if pa.types.is_nested(field.type) or pa.types.is_binary(field.type):
+                values = [
+                    None if v is None else json.dumps(v, default=str) for v in data.column(i).to_pylist()
+                ]
+                data = data.set_column(i, field.name, pa.array(values, pa.string()))
+        sys.stdout.flush()
         pacsv.write_csv(data, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
         return
     table = Table(show_lines=False)
     for name in data.column_names:
@@ -83,7 +92,9 @@ def _cell(value) -> str:
 
 @app.command()
 def ingest(
-    sources: Annotated[list[str], typer.Argument(help="Folders, globs, fsspec URLs or manifests (CSV/JSONL).")],
+    sources: Annotated[
+        list[str], typer.Argument(help="Folders, globs, fsspec URLs or manifests (CSV/JSONL).")
+    ],
     catalog: CatalogOption,
     engine: Annotated[EngineChoice, typer.Option(help="Where to run.")] = EngineChoice.local,
     backend: Annotated[str, typer.Option(help="Probe backend: auto, ffprobe or pyav.")] = "auto",
@@ -168,7 +179,7 @@ def demo(
         summary.add_row(name, str(cat.count(name)), str(cat.version(name)))
     console.print(summary)
     console.print(f"catalog: [bold]{cat.root}[/]")
-    console.print(f"try: egocurate catalog sql --catalog {cat.root} \"SELECT uri, error_kind FROM quarantine\"")
+    console.print(f'try: egocurate catalog sql --catalog {cat.root} "SELECT uri, error_kind FROM quarantine"')
 
 
 @catalog_app.command("tables")

@@ -17,7 +17,9 @@ EngineName = Literal["local", "ray", "spark"]
 
 class RayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    address: str | None = Field(None, description="ray.init address: None starts a local Ray, 'auto' joins a cluster")
+    address: str | None = Field(
+        None, description="ray.init address: None starts a local Ray, 'auto' joins a cluster"
+    )
     num_cpus: int | None = Field(None, ge=1)
 
 
@@ -56,7 +58,9 @@ class PipelineConfig(BaseModel):
     storage_options: dict[str, str] = Field(default_factory=dict)
     ray: RayConfig = Field(default_factory=RayConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
-    thresholds: dict[str, float] = Field(default_factory=dict, description="read-time filters for the clip view")
+    thresholds: dict[str, float] = Field(
+        default_factory=dict, description="read-time filters for the clip view"
+    )
     progress: bool = True
 
 
@@ -89,7 +93,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
         raw["catalog"] = str((base / raw["catalog"]).resolve())
     if isinstance(raw.get("sources"), list):
         raw["sources"] = [
-            str((base / s).resolve()) if isinstance(s, str) and "://" not in s and not s.startswith("/") else s
+            str((base / s).resolve())
+            if isinstance(s, str) and "://" not in s and not s.startswith("/")
+            else s
             for s in raw["sources"]
         ]
     try:

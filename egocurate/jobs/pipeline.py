@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +30,9 @@ def make_engine(name: EngineName, config: PipelineConfig | None = None) -> Engin
     if name == "spark":
         from egocurate.jobs.runners.spark import SparkEngine
 
-        return SparkEngine(master=config.spark.master, work_unit_rows=config.commit_every, conf=config.spark.conf)
+        return SparkEngine(
+            master=config.spark.master, work_unit_rows=config.commit_every, conf=config.spark.conf
+        )
     raise ValueError(f"unknown engine {name!r}; allowed: local, ray, spark")
 
 
@@ -43,7 +46,10 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
             if not stage_config.enabled:
                 continue
             entry = entry_for(stage_config.name)
-            stage = build_stage(stage_config.name, stage_config.params)
+            params = dict(stage_config.params)
+            if config.storage_options and "storage_options" in inspect.signature(entry.load()).parameters:
+                params.setdefault("storage_options", config.storage_options)  # one mapping for every stage
+            stage = build_stage(stage_config.name, params)
             engine_name = stage_config.engine or config.engine
             if engine_name not in engines:
                 engines[engine_name] = make_engine(engine_name, config)
@@ -54,8 +60,12 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
             else:
                 summaries.append(
                     run_stage(
-                        stage, rows, catalog, engines[engine_name],
-                        commit_every=config.commit_every, progress=config.progress,
+                        stage,
+                        rows,
+                        catalog,
+                        engines[engine_name],
+                        commit_every=config.commit_every,
+                        progress=config.progress,
                     )  # fmt: skip
                 )
     finally:

@@ -84,7 +84,9 @@ def done_keys(stage: Stage, catalog: Catalog) -> tuple[set[str], set[str]]:
     return ledgered, unledgered - ledgered
 
 
-def _ledger_rows(stage: Stage, keys: list[str], run_id: str, rows_out: dict[str, int] | None = None) -> pa.Table:
+def _ledger_rows(
+    stage: Stage, keys: list[str], run_id: str, rows_out: dict[str, int] | None = None
+) -> pa.Table:
     now = time.time_ns() // 1000
     return pa.table(
         {
@@ -112,7 +114,9 @@ def pending_rows(stage: Stage, catalog: Catalog, rows: pa.Table, run_id: str = "
     keys = rows.column(stage.input_key).cast(pa.string())
     repair = sorted(set(keys.to_pylist()) & unledgered)
     if repair:
-        catalog.append(tables.LEDGER, _ledger_rows(stage, repair, run_id), operation=f"ledger-repair:{stage.name}")
+        catalog.append(
+            tables.LEDGER, _ledger_rows(stage, repair, run_id), operation=f"ledger-repair:{stage.name}"
+        )
     mask = pc.invert(pc.is_in(keys, value_set=pa.array(sorted(done), pa.string())))
     return rows.filter(mask)
 
@@ -168,7 +172,9 @@ class _Committer:
         quarantine_parts = [p for p in parts if p.table == tables.QUARANTINE.name]
         self._commit_output(output_parts)
         if quarantine_parts:
-            version = self.catalog.commit_parts(tables.QUARANTINE, quarantine_parts, operation=self.stage.name)
+            version = self.catalog.commit_parts(
+                tables.QUARANTINE, quarantine_parts, operation=self.stage.name
+            )
             self.summary.versions[tables.QUARANTINE.name] = int(version or 0)
         bookkeeping = manifest.filter(pc.equal(manifest.column("table"), ""))
         keys = pc.list_flatten(bookkeeping.column("keys")).to_pylist()
@@ -206,7 +212,9 @@ def run_stage(
     summary.rows_skipped = rows.num_rows - todo.num_rows
     if todo.num_rows:
         committer = _Committer(stage, catalog, run_id, summary)
-        bar = tqdm(total=todo.num_rows, desc=f"{stage.name} [{engine.name}]", unit="row", disable=not progress)
+        bar = tqdm(
+            total=todo.num_rows, desc=f"{stage.name} [{engine.name}]", unit="row", disable=not progress
+        )
         try:
             for manifest in engine.map(stage, todo, catalog):
                 committer.add(manifest)

@@ -30,7 +30,9 @@ class RayEngine:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, max_actors: int | None = None):
+    def __init__(
+        self, address: str | None = None, num_cpus: int | None = None, max_actors: int | None = None
+    ):
         import logging
 
         import ray
@@ -76,14 +78,17 @@ class RayEngine:
             remote_args["memory"] = int(res.memory_gb * 2**30)
         ds = ds.map_batches(
             _StageActor,
-            fn_constructor_kwargs={"stage": stage, "root": catalog.root, "storage_options": catalog.storage_options},
+            fn_constructor_kwargs={
+                "stage": stage,
+                "root": catalog.root,
+                "storage_options": catalog.storage_options,
+            },
             batch_size=res.batch_size,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
             **remote_args,
         )
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            yield batch
+        yield from ds.iter_batches(batch_format="pyarrow", batch_size=None)
 
     def close(self) -> None:
         import ray

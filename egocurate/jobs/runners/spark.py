@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -21,19 +22,22 @@ MANIFEST_DDL = (
     "rows_in long, video_seconds double, worker_seconds double"
 )
 
-# Python workers are reused across tasks, so a stage is set up once per worker process.
-_READY: dict[int, Stage] = {}
+# Python workers are reused across tasks, but every task unpickles its own copy of the stage, so
+# the set-up copy is cached per worker process under a token that names this run of the stage.
+_READY: dict[str, Stage] = {}
 
 
-def _ready(stage: Stage) -> Stage:
-    key = id(stage)
-    if key not in _READY:
+def _ready(stage: Stage, token: str) -> Stage:
+    if token not in _READY:
+        _READY.clear()  # one stage at a time per worker: drop models of earlier stages
         stage.setup()
-        _READY[key] = stage
-    return _READY[key]
+        _READY[token] = stage
+    return _READY[token]
 
 
-def spark_session(master: str | None = None, app_name: str = "egocurate", delta: bool = False, conf: dict | None = None):
+def spark_session(
+    master: str | None = None, app_name: str = "egocurate", delta: bool = False, conf: dict | None = None
+):
     """A SparkSession for ``master`` (``local[*]`` by default) with Arrow enabled.
 
     With ``delta=True`` the delta-spark jars are added via ``configure_spark_with_delta_pip`` (this
@@ -80,13 +84,16 @@ class SparkEngine:
     def map(self, stage: Stage, rows: pa.Table, catalog: Catalog) -> Iterator[pa.Table]:
         res = Resources.of(stage)
         root, storage_options = catalog.root, catalog.storage_options
+        token = uuid.uuid4().hex
 
         def process(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            ready = _ready(stage)
+            ready = _ready(stage, token)
             for record_batch in batches:
                 table = pa.Table.from_batches([record_batch])
                 for offset in range(0, table.num_rows, res.batch_size):
-                    manifest = run_on_worker(ready, table.slice(offset, res.batch_size), root, storage_options)
+                    manifest = run_on_worker(
+                        ready, table.slice(offset, res.batch_size), root, storage_options
+                    )
                     yield from manifest.to_batches()
 
         # One Spark job per work unit, so a killed run keeps everything committed before it.
