@@ -98,3 +98,16 @@ def test_files_lists_current_version_only(tmp_path):
     files = catalog.files("quarantine")
     assert len(files) == 1 and all(f.endswith(".parquet") for f in files)
     assert catalog.count("quarantine") == 1
+
+
+def test_vacuum_removes_orphan_parts_of_a_killed_run_and_keeps_data(tmp_path):
+    catalog = Catalog(tmp_path / "cat")
+    catalog.append(tables.QUARANTINE, _quarantine_rows(["kept"]))
+    orphan = write_part(catalog.root, tables.QUARANTINE, _quarantine_rows(["never committed"]), "killed")
+    orphan_path = tmp_path / "cat" / "quarantine" / orphan.path
+    assert orphan_path.exists()
+    assert catalog.vacuum("quarantine", retention_hours=168, dry_run=False) == []  # too young to touch
+    deleted = catalog.vacuum("quarantine", retention_hours=0, dry_run=False)
+    assert [d.rsplit("/", 1)[-1] for d in deleted] == [orphan.path]
+    assert not orphan_path.exists()
+    assert catalog.read("quarantine").column("uri").to_pylist() == ["kept"]

@@ -280,8 +280,14 @@ class Catalog:
         return pa.concat_tables(pieces) if pieces else None
 
     def vacuum(self, name: str, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
-        """Delete files no version references any more (orphans of killed runs included)."""
+        """Delete files no version references: replaced files and orphan parts of killed runs.
+
+        Only files older than `retention_hours` go, so parts a running job has written but not
+        committed yet are safe with the default of a week.
+        """
         dt = self.table(name)
         if dt is None:
             return []
-        return dt.vacuum(retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False)
+        return dt.vacuum(
+            retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False, full=True
+        )

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from egocurate.catalog.store import Catalog
+from egocurate.jobs.cli_lam import app as lam_app
 from egocurate.jobs.cli_shards import export_app, shards_app
 from egocurate.jobs.config import ConfigError, PipelineConfig, StageConfig, load_config
 from egocurate.jobs.pipeline import run_pipeline
@@ -25,6 +26,7 @@ catalog_app = typer.Typer(help="Inspect and query the Delta catalog.", no_args_i
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(shards_app, name="shards")
 app.add_typer(export_app, name="export")
+app.add_typer(lam_app, name="lam")
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 CatalogOption = Annotated[
@@ -246,6 +248,21 @@ def catalog_history(table: Annotated[str, typer.Argument()], catalog: CatalogOpt
         out.add_row(str(row.get("version")), str(row.get("timestamp")), str(row.get("operation")),
                     str(row.get("egocurate.operation", "")), str(added))  # fmt: skip
     console.print(out)
+
+
+@catalog_app.command("vacuum")
+def catalog_vacuum(
+    table: Annotated[str, typer.Argument()],
+    catalog: CatalogOption,
+    retention_hours: Annotated[int, typer.Option(min=0, help="Keep files younger than this.")] = 168,
+    dry_run: Annotated[bool, typer.Option(help="Only list what would be deleted.")] = True,
+) -> None:
+    """Delete unreferenced files of a table (orphan parts of killed runs included)."""
+    files = Catalog(catalog).vacuum(table, retention_hours=retention_hours, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    console.print(f"{verb} {len(files)} file(s)")
+    for path in files:
+        console.print(f"  {path}")
 
 
 def main() -> None:  # pragma: no cover - console entry point
