@@ -59,8 +59,14 @@ def _draw_hand(img: np.ndarray, cx: float, cy: float, angle: float, scale: float
         fy = cy + np.sin(offset) * 62 * scale
         cv2.line(img, center, (int(fx), int(fy)), skin, int(13 * scale), cv2.LINE_AA)
     thumb = np.deg2rad(angle + 10)
-    cv2.line(img, center, (int(cx + np.cos(thumb) * 50 * scale), int(cy + np.sin(thumb) * 50 * scale)), skin,
-             int(15 * scale), cv2.LINE_AA)
+    cv2.line(
+        img,
+        center,
+        (int(cx + np.cos(thumb) * 50 * scale), int(cy + np.sin(thumb) * 50 * scale)),
+        skin,
+        int(15 * scale),
+        cv2.LINE_AA,
+    )
 
 
 def render_scene(
@@ -87,7 +93,9 @@ def render_scene(
     for _ in range(num_frames):
         # Hand: a smooth random walk biased toward the nearest object, which it pushes on contact.
         target = min(objects, key=lambda o: np.linalg.norm(o["pos"] - hand))["pos"]
-        velocity = 0.85 * velocity + 0.15 * np.clip((target - hand) * 0.08, -6, 6) + rng.normal(0, 1.2, size=2)
+        velocity = (
+            0.85 * velocity + 0.15 * np.clip((target - hand) * 0.08, -6, 6) + rng.normal(0, 1.2, size=2)
+        )
         step = np.clip(velocity, -9, 9)
         new_hand = np.clip(hand + step, [80, 80], [canvas_w - 80, canvas_h - 60])
         for obj in objects:
@@ -137,14 +145,18 @@ def make_video(
     fps: float = 15.0,
     width: int = 640,
     height: int = 480,
+    jitter: float = 2.0,
 ) -> dict:
-    """Write one multi-scene video and return its ground truth (also saved as `<path>.truth.json`)."""
+    """Write one multi-scene video and return its ground truth (also saved as `<path>.truth.json`).
+
+    `jitter` is the camera shake (pixels per frame, standard deviation); see `render_scene`.
+    """
     rng = np.random.default_rng(seed)
     frames: list[np.ndarray] = []
     truth: list[SceneTruth] = []
     for _ in range(scenes):
         n = int(round(scene_seconds * fps))
-        scene_frames, hand, cam = render_scene(rng, n, width, height)
+        scene_frames, hand, cam = render_scene(rng, n, width, height, jitter)
         truth.append(
             SceneTruth(
                 start_frame=len(frames),

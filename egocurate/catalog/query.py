@@ -24,8 +24,9 @@ VIEW_JOINS: tuple[tuple[str, str, str], ...] = (
     ("clip_dedup", "d", "clip_id"),
     ("clip_labels", "l", "clip_id"),
     ("clip_latents", "a", "clip_id"),
+    ("clip_tokenizer_latents", "k", "clip_id"),
 )
-HEAVY_COLUMNS = {"vector", "latent_actions", "latent_logvar", "extra_json", "fingerprint"}
+HEAVY_COLUMNS = {"vector", "latent_actions", "latent_logvar", "latent", "extra_json", "fingerprint"}
 RENAMES = {
     "videos": {
         "width": "video_width",

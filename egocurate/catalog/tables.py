@@ -115,6 +115,12 @@ CLIPS = TableSpec(
             ("clip_uri", pa.string()),
             ("width", pa.int32()),
             ("height", pa.int32()),
+            # Owned by ingest.shots: fps/num_frames/width/height describe the clip as delivered
+            # (after crop, resize and target fps); src_fps is the source's; crop is x, y, w, h of
+            # the upright source frame (null: full frame); encoder is set for transcoded clips.
+            ("src_fps", pa.float64()),
+            ("crop", pa.list_(pa.int32())),
+            ("encoder", pa.string()),
         ]
     ),
 )
@@ -192,6 +198,8 @@ CLIP_QUALITY = register(
                 ("dark_fraction", pa.float32()),
                 ("bright_fraction", pa.float32()),
                 ("text_overlay", pa.float32()),
+                ("frame_diff", pa.float32()),
+                ("frames_analysed", pa.int32()),
             ]
         ),
     )
@@ -201,14 +209,16 @@ CLIP_EMBEDDINGS = register(
     TableSpec(
         name="clip_embeddings",
         key="clip_id",
-        description="One L2-normalised embedding per clip and model.",
+        # Delta has no half-precision type: `vector` holds `dim` little-endian float16 values as bytes
+        # (half the size of float32). Decode with `egocurate.filters.vectors.decode_vectors`.
+        description="One L2-normalised embedding per clip (float16 bytes in `vector`) with its model id.",
         schema=pa.schema(
             [
                 ("clip_id", pa.string()),
                 ("video_id", pa.string()),
                 ("model_id", pa.string()),
                 ("dim", pa.int32()),
-                ("vector", pa.list_(pa.float16())),
+                ("vector", pa.binary()),
             ]
         ),
     )
@@ -237,7 +247,7 @@ CLIP_LABELS = register(
     TableSpec(
         name="clip_labels",
         key="clip_id",
-        description="Task, scene and object labels with scores and their source (given / zeroshot).",
+        description="Task, scene and object labels, scores, top-k and source (given / caption / zeroshot).",
         schema=pa.schema(
             [
                 ("clip_id", pa.string()),
@@ -248,9 +258,61 @@ CLIP_LABELS = register(
                 ("objects", pa.list_(pa.string())),
                 ("object_scores", pa.list_(pa.float32())),
                 ("verb", pa.string()),
-                ("label_source", pa.string()),
-                ("text", pa.string()),
+                ("label_source", pa.string()),  # of task and objects: given | caption | zeroshot
+                ("scene_source", pa.string()),  # a text that names no scene takes it from pixels
+                ("text", pa.string()),  # the original manifest text, kept verbatim
                 ("caption", pa.string()),
+                ("task_topk", pa.list_(pa.string())),
+                ("task_topk_scores", pa.list_(pa.float32())),
+                ("scene_topk", pa.list_(pa.string())),
+                ("scene_topk_scores", pa.list_(pa.float32())),
+                ("label_model", pa.string()),
+                ("vocab_id", pa.string()),
+            ]
+        ),
+    )
+)
+
+# Owned by the captions stage (annotate.captioner).
+CLIP_CAPTIONS = register(
+    TableSpec(
+        name="clip_captions",
+        key="clip_id",
+        description="One vision-language-model caption per clip (the label stage can map it to labels).",
+        schema=pa.schema(
+            [
+                ("clip_id", pa.string()),
+                ("video_id", pa.string()),
+                ("caption", pa.string()),
+                ("caption_model", pa.string()),
+                ("prompt", pa.string()),
+                ("frames", pa.int32()),
+            ]
+        ),
+    )
+)
+
+# Owned by the stats stage (jobs.global_stats): corpus statistics of one run, in long form, appended
+# per run so statistics are versioned with the catalog.
+STATS = register(
+    TableSpec(
+        name="stats",
+        key="stat_key",
+        description="Corpus statistics per run: section, label(s), clips, seconds and a value.",
+        schema=pa.schema(
+            [
+                ("stat_key", pa.string()),  # run/section/label/label2
+                ("stats_run", pa.string()),
+                ("computed_at", pa.timestamp("us", tz="UTC")),
+                ("engine", pa.string()),
+                ("section", pa.string()),
+                ("label", pa.string()),
+                ("label2", pa.string()),
+                ("clips", pa.int64()),
+                ("seconds", pa.float64()),
+                ("value", pa.float64()),
+                ("catalog_versions", pa.string()),  # JSON: table -> Delta version the run read
+                ("thresholds", pa.string()),  # JSON
             ]
         ),
     )
@@ -260,20 +322,42 @@ CLIP_LATENTS = register(
     TableSpec(
         name="clip_latents",
         key="clip_id",
-        description="Tokenizer latents (uri and shape) and latent actions (T-1, 32) per clip.",
+        description="Latent actions per clip: z_mu and log-variance (T-1, 32) as float16 bytes + shape.",
         schema=pa.schema(
             [
                 ("clip_id", pa.string()),
                 ("video_id", pa.string()),
                 ("lam_model_id", pa.string()),
                 ("lam_stride", pa.int32()),
-                ("latent_actions", pa.binary()),
-                ("latent_actions_shape", pa.list_(pa.int32())),
-                ("latent_logvar", pa.binary()),
+                ("latent_actions", pa.binary()),  # z_mu, float16 little-endian, row-major
+                ("latent_actions_shape", pa.list_(pa.int32())),  # [T-1, latent_dim]
+                ("latent_logvar", pa.binary()),  # same dtype and shape as latent_actions
+            ]
+        ),
+    )
+)
+
+# Owned by the tokenizer_latents stage (a second table, so each stage owns one and resumes alone).
+CLIP_TOKENIZER_LATENTS = register(
+    TableSpec(
+        name="clip_tokenizer_latents",
+        key="clip_id",
+        description="Wan VAE latent mean per clip: bfloat16 bytes inline (or a file uri), shape, normalisation.",
+        schema=pa.schema(
+            [
+                ("clip_id", pa.string()),
+                ("video_id", pa.string()),
                 ("tokenizer_id", pa.string()),
-                ("latent_uri", pa.string()),
-                ("latent_shape", pa.list_(pa.int32())),
-                ("latent_mean", pa.list_(pa.float32())),
+                ("tokenizer_stride", pa.int32()),
+                ("window_frames", pa.int32()),  # 1+4k frames per encoded window
+                ("window_starts", pa.list_(pa.int64())),  # first source frame of each window
+                ("frame_height", pa.int32()),
+                ("frame_width", pa.int32()),
+                ("latent", pa.binary()),  # bfloat16 little-endian, row-major; null when latent_uri is set
+                ("latent_uri", pa.string()),  # a .safetensors file (tensor "latent") when written out
+                ("latent_dtype", pa.string()),
+                ("latent_shape", pa.list_(pa.int32())),  # [windows, C, 1+k, H/s, W/s]
+                ("latent_mean", pa.list_(pa.float32())),  # per channel: normalised = (mu - mean) / std
                 ("latent_std", pa.list_(pa.float32())),
             ]
         ),

@@ -1,32 +1,102 @@
-"""Frame access for every consumer: decord with seeking and reduced-resolution decode.
+"""Frame access for every consumer: decord with seeking and reduced-resolution decode, PyAV fallback.
 
-This is the one place that decodes video. Consumers ask for the frames they need at the smallest
-size they need; one call should feed every consumer of a clip (DESIGN.md, performance stance).
+This is the one place that decodes video (DESIGN.md, performance stance):
+
+- :func:`read_frames` / :func:`read_clip` / :func:`iter_frames`: random access through decord (seeking,
+  output resized inside the decoder), falling back to PyAV for what decord cannot open (object-store
+  URLs, codecs its bundled FFmpeg lacks, files it trips over). :func:`iter_frames` bounds memory by
+  yielding fixed-size batches, whatever the clip length.
+- :func:`indices_at_fps`: the frames of a range resampled to a target frame rate (VFR-aware).
+- :func:`decode_shared`: one decode of a clip feeds several consumers, each at its own size and rate.
+- :class:`VideoScanner`: a sequential low-cost pass for detectors. It drops non-reference frames
+  inside the decoder (``skip_frame``), skips the loop filter and scales with a cached swscale context,
+  then decodes exact frames only inside requested ranges. Frame indices are ranks of presentation
+  timestamps, as in decord, so both paths agree on what "frame 120" is, VFR included.
+
+Sizes are ``(width, height)`` of the output. ``rotation`` is the display rotation in degrees
+counter-clockwise (the ``videos.rotation`` column, ffprobe's and PyAV's convention); frames are
+returned upright, as a player shows them, and ``size`` refers to the upright frame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
+Size = tuple[int, int]
+Backend = Literal["auto", "decord", "pyav"]
+SkipMode = Literal["none", "nonref", "bidir", "nonkey"]
 
-def _reader(uri: str, size: tuple[int, int] | None):
-    import decord
+MAX_BATCH_FRAMES = 64  # frames per decoded batch in iter_frames (memory bound, not a quality knob)
+_READER_CACHE_SIZE = 2  # open readers kept per process, so clips of one video do not reopen it
 
-    kwargs = {"ctx": decord.cpu(0), "num_threads": 1}
-    if size is not None:
-        kwargs["width"], kwargs["height"] = int(size[0]), int(size[1])
-    return decord.VideoReader(uri, **kwargs)
-
-
-def read_frames(uri: str, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
-    """Frames at `indices` as uint8 RGB (N, H, W, 3); `size` is (width, height) of the output."""
-    reader = _reader(uri, size)
-    idx = [min(max(int(i), 0), len(reader) - 1) for i in indices]
-    return reader.get_batch(idx).asnumpy()
+_SKIP_FRAME = {"none": "DEFAULT", "nonref": "NONREF", "bidir": "BIDIR", "nonkey": "NONKEY"}
 
 
+class DecodeError(RuntimeError):
+    """A video (or the requested frames of it) could not be decoded by any backend."""
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def local_path(uri: str) -> str:
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+def _open_source(uri: str, storage_options: dict | None) -> tuple[Any, Any]:
+    """(what PyAV opens, file handle to close or None)."""
+    if is_remote(uri):
+        import fsspec
+
+        handle = fsspec.open(uri, "rb", **(storage_options or {})).open()
+        return handle, handle
+    return local_path(uri), None
+
+
+def _quarter_turns(rotation: int) -> int:
+    return (int(round(rotation / 90.0)) % 4) if rotation else 0
+
+
+def decoder_size(size: Size | None, rotation: int = 0) -> Size | None:
+    """The (width, height) to ask a decoder for so that the upright frame is `size`."""
+    if size is None:
+        return None
+    w, h = int(size[0]), int(size[1])
+    return (h, w) if _quarter_turns(rotation) % 2 else (w, h)
+
+
+def rotate_frames(frames: np.ndarray, rotation: int) -> np.ndarray:
+    """Turn decoded frames (N, H, W, C) upright: `rotation` degrees counter-clockwise."""
+    k = _quarter_turns(rotation)
+    if k == 0:
+        return frames
+    return np.ascontiguousarray(np.rot90(frames, k=k, axes=(1, 2)))
+
+
+def resize_frames(frames: np.ndarray, size: Size) -> np.ndarray:
+    """Resize (N, H, W, C) frames to `size` = (width, height) with area averaging."""
+    import cv2
+
+    w, h = int(size[0]), int(size[1])
+    if frames.shape[2] == w and frames.shape[1] == h:
+        return frames
+    out = np.empty((frames.shape[0], h, w, frames.shape[3]), dtype=frames.dtype)
+    for i, frame in enumerate(frames):
+        out[i] = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, -1)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ indices
 def sample_indices(start_frame: int, end_frame: int, count: int) -> list[int]:
     """`count` evenly spaced frame indices in [start_frame, end_frame)."""
     if end_frame <= start_frame or count <= 0:
@@ -35,16 +105,679 @@ def sample_indices(start_frame: int, end_frame: int, count: int) -> list[int]:
     return [start_frame + int((k + 0.5) * span / count) for k in range(count)]
 
 
+def indices_at_fps(
+    start_frame: int,
+    end_frame: int,
+    src_fps: float,
+    target_fps: float | None,
+    timestamps: Sequence[float] | np.ndarray | None = None,
+) -> list[int]:
+    """Frames of [start_frame, end_frame) resampled to `target_fps` (never above the source rate).
+
+    With per-frame `timestamps` (seconds, one per frame of the video) the choice follows real time,
+    which keeps variable-frame-rate sources in sync; otherwise frames are assumed evenly spaced.
+    """
+    if end_frame <= start_frame:
+        return []
+    if not target_fps or target_fps <= 0 or (src_fps and target_fps >= src_fps and timestamps is None):
+        return list(range(start_frame, end_frame))
+    if timestamps is not None:
+        ts = np.asarray(timestamps, dtype=np.float64)[start_frame:end_frame]
+        t0 = ts[0]
+        count = int(math.floor((ts[-1] - t0) * target_fps + 1e-6)) + 1
+        wanted = t0 + np.arange(count) / target_fps
+        pos = np.searchsorted(ts, wanted + 1e-6, side="right") - 1  # last frame shown at that instant
+        picked = sorted(set(int(start_frame + p) for p in np.clip(pos, 0, len(ts) - 1)))
+        return picked
+    step = src_fps / target_fps
+    count = int(math.floor((end_frame - start_frame) / step + 1e-6))
+    return [start_frame + int(math.floor(k * step + 1e-6)) for k in range(max(count, 1))]
+
+
+# ------------------------------------------------------------------------------------------ readers
+class _DecordReader:
+    """decord VideoReader: seeks, resizes inside the decoder, frame index = pts rank."""
+
+    backend = "decord"
+
+    def __init__(self, path: str, size: Size | None, threads: int = 1):
+        import decord
+
+        kwargs: dict[str, Any] = {"ctx": decord.cpu(0), "num_threads": int(threads)}
+        if size is not None:
+            kwargs["width"], kwargs["height"] = int(size[0]), int(size[1])
+        self._vr = decord.VideoReader(path, **kwargs)
+        self.num_frames = len(self._vr)
+        self.fps = float(self._vr.get_avg_fps() or 0.0)
+
+    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+        return self._vr.get_batch(list(indices)).asnumpy()
+
+    def timestamps(self) -> np.ndarray:
+        ts = np.asarray(self._vr.get_frame_timestamp(list(range(self.num_frames))), dtype=np.float64)[:, 0]
+        return ts - ts[0] if len(ts) else ts
+
+    def close(self) -> None:
+        self._vr = None
+
+
+def _packet_index(container: Any, stream: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted pts of every frame, sorted frame indices of keyframes), from demuxing only."""
+    pts: list[int] = []
+    key_pts: list[int] = []
+    for packet in container.demux(stream):
+        if packet.size == 0 or packet.pts is None or packet.is_discard:
+            continue
+        pts.append(int(packet.pts))
+        if packet.is_keyframe:
+            key_pts.append(int(packet.pts))
+    frame_pts = np.unique(np.asarray(pts, dtype=np.int64))
+    keys = np.searchsorted(frame_pts, np.asarray(sorted(set(key_pts)), dtype=np.int64))
+    return frame_pts, keys.astype(np.int64)
+
+
+def frame_times(uri: str, storage_options: dict | None = None) -> tuple[np.ndarray, float]:
+    """(seconds of every frame from the first, average fps) from the demuxer alone, no decoding."""
+    import av
+
+    source, handle = _open_source(uri, storage_options)
+    try:
+        with av.open(source, metadata_errors="ignore") as container:
+            if not container.streams.video:
+                raise DecodeError(f"{uri}: no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            pts, _ = _packet_index(container, stream)
+            tb = float(stream.time_base or 0.0)
+    finally:
+        if handle is not None:
+            handle.close()
+    return ((pts - pts[0]) * tb if len(pts) else np.zeros(0)), (float(rate) if rate else 0.0)
+
+
+class _PyAVReader:
+    """PyAV reader with frame-accurate seeking by pts rank (the fallback for what decord cannot open)."""
+
+    backend = "pyav"
+
+    def __init__(self, uri: str, size: Size | None, storage_options: dict | None = None, threads: int = 1):
+        import av
+        from av.video.reformatter import VideoReformatter
+
+        self._uri, self._storage_options, self._size = uri, storage_options, size
+        source, self._handle = _open_source(uri, storage_options)
+        try:
+            self._container = av.open(source, mode="r", metadata_errors="ignore")
+        except Exception:
+            if self._handle is not None:
+                self._handle.close()
+            raise
+        if not self._container.streams.video:
+            self.close()
+            raise DecodeError(f"{uri}: no video stream")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO" if threads != 1 else "NONE"
+        if threads > 1:
+            self._stream.codec_context.thread_count = int(threads)
+        self._pts, self._keys = _packet_index(self._container, self._stream)
+        self._rank = {int(p): i for i, p in enumerate(self._pts)}
+        self.num_frames = len(self._pts)
+        self.time_base = float(self._stream.time_base or 0.0)
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.fps = float(rate) if rate else 0.0
+        self._reformatter = VideoReformatter()
+        self._gen: Iterator | None = None
+        self._pos = -1
+
+    def timestamps(self) -> np.ndarray:
+        return (self._pts - self._pts[0]) * self.time_base if self.num_frames else np.zeros(0)
+
+    def _convert(self, frame: Any) -> np.ndarray:
+        w, h = self._size if self._size is not None else (None, None)
+        return self._reformatter.reformat(
+            frame, width=w, height=h, format="rgb24", interpolation="AREA"
+        ).to_ndarray()
+
+    def _seek(self, index: int) -> None:
+        key = int(self._keys[np.searchsorted(self._keys, index, side="right") - 1]) if len(self._keys) else 0
+        key = max(key, 0)
+        self._container.seek(int(self._pts[key]), stream=self._stream, backward=True, any_frame=False)
+        self._gen = self._frames()
+        self._pos = -1
+
+    def _rewind(self) -> None:
+        self._container.seek(int(self._pts[0]), stream=self._stream, backward=True, any_frame=False)
+        self._gen = self._frames()
+        self._pos = -1
+
+    def _frames(self) -> Iterator[tuple[int, Any]]:
+        for frame in self._container.decode(self._stream):
+            index = self._rank.get(int(frame.pts)) if frame.pts is not None else None
+            if index is not None:
+                yield index, frame
+
+    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+        wanted = sorted(set(int(i) for i in indices))
+        got: dict[int, np.ndarray] = {}
+        for target in wanted:
+            if target in got:
+                continue
+            key_before = (
+                self._keys[np.searchsorted(self._keys, target, side="right") - 1] if len(self._keys) else 0
+            )
+            if self._gen is None or self._pos >= target or key_before > self._pos:
+                self._seek(target)
+            found = self._advance(target, wanted, got)
+            if not found:  # the seek landed past the target (a poor index): decode from the start
+                self._rewind()
+                if not self._advance(target, wanted, got):
+                    raise DecodeError(f"{self._uri}: frame {target} could not be decoded")
+        return np.stack([got[int(i)] for i in indices]) if len(indices) else np.zeros((0, 0, 0, 3), np.uint8)
+
+    def _advance(self, target: int, wanted: list[int], got: dict[int, np.ndarray]) -> bool:
+        assert self._gen is not None
+        wanted_set = set(wanted)
+        start = self._pos
+        for index, frame in self._gen:
+            if start < 0 and index > target:  # first frame after a seek is already past the target
+                return False
+            self._pos = index
+            if index in wanted_set and index not in got:
+                got[index] = self._convert(frame)
+            if index >= target:
+                return target in got
+        return False
+
+    def close(self) -> None:
+        try:
+            self._container.close()
+        finally:
+            if self._handle is not None:
+                self._handle.close()
+
+
+_READERS: OrderedDict[tuple, Any] = OrderedDict()
+_READERS_LOCK = threading.RLock()  # cached readers are not thread-safe: one decode at a time per process
+
+
+def _cache_key(uri: str, size: Size | None, backend: str) -> tuple:
+    stamp: tuple = ()
+    if not is_remote(uri):
+        try:
+            st = os.stat(local_path(uri))
+            stamp = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = ()
+    return (uri, tuple(size) if size else None, backend, stamp)
+
+
+def open_reader(
+    uri: str,
+    size: Size | None = None,
+    backend: Backend = "auto",
+    storage_options: dict | None = None,
+    threads: int = 1,
+) -> Any:
+    """An object with ``num_frames``, ``fps``, ``get_batch(indices)``, ``timestamps()`` and ``backend``.
+
+    ``auto`` tries decord and falls back to PyAV; object-store URLs go straight to PyAV (fsspec).
+    `size` is the decoder's output (width, height), before any rotation.
+    """
+    if backend not in ("auto", "decord", "pyav"):
+        raise ValueError(f"backend must be one of auto, decord, pyav; got {backend!r}")
+    errors = []
+    if backend in ("auto", "decord") and not is_remote(uri):
+        try:
+            return _DecordReader(local_path(uri), size, threads)
+        except Exception as exc:  # decord raises its own error types; any failure means "try PyAV"
+            errors.append(f"decord: {type(exc).__name__}: {str(exc)[:200]}")
+            if backend == "decord":
+                raise DecodeError(f"{uri}: {errors[-1]}") from exc
+    try:
+        return _PyAVReader(uri, size, storage_options, threads)
+    except DecodeError:
+        raise
+    except Exception as exc:
+        errors.append(f"pyav: {type(exc).__name__}: {str(exc)[:200]}")
+        raise DecodeError(f"{uri}: cannot open video ({'; '.join(errors)})") from exc
+
+
+def _cached_reader(uri: str, size: Size | None, backend: Backend, storage_options: dict | None) -> Any:
+    key = _cache_key(uri, size, backend)
+    reader = _READERS.pop(key, None)
+    if reader is None:
+        reader = open_reader(uri, size, backend, storage_options)
+    _READERS[key] = reader
+    while len(_READERS) > _READER_CACHE_SIZE:
+        _, old = _READERS.popitem(last=False)
+        old.close()
+    return reader
+
+
+def clear_reader_cache() -> None:
+    """Close the readers kept open between calls (tests and long-lived workers may want this)."""
+    with _READERS_LOCK:
+        while _READERS:
+            _, reader = _READERS.popitem(last=False)
+            reader.close()
+
+
+class _ResizingReader:
+    """A native-size reader whose frames are resized here: for sizes decord's scaler gets wrong."""
+
+    def __init__(self, inner: Any, size: Size):
+        self._inner, self._size = inner, size
+        self.backend, self.num_frames, self.fps = inner.backend, inner.num_frames, inner.fps
+
+    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+        return resize_frames(self._inner.get_batch(indices), self._size)
+
+    def timestamps(self) -> np.ndarray:
+        return self._inner.timestamps()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _get(
+    uri: str, indices: list[int], dsize: Size | None, backend: Backend, storage_options: dict | None
+) -> np.ndarray:
+    """Decode `indices` (clamped to the video) with the cached reader.
+
+    When decord fails on a file it opened (some output sizes trip its scaler; some streams its
+    decoder), the frames are decoded at native size and resized here, then, failing that, by PyAV.
+    The reader that worked is cached under the same key, so the next call goes straight to it.
+    """
+    key = _cache_key(uri, dsize, backend)
+    reader = _cached_reader(uri, dsize, backend, storage_options)
+    last = reader.num_frames - 1
+    if last < 0:
+        raise DecodeError(f"{uri}: the video has no frames")
+    idx = [min(max(int(i), 0), last) for i in indices]
+    try:
+        return reader.get_batch(idx)
+    except Exception as exc:
+        if reader.backend != "decord":
+            raise DecodeError(f"{uri}: {type(exc).__name__}: {exc}") from exc
+        first_error = exc
+    _READERS.pop(key, None)
+    candidates: list[tuple[str, Any]] = []
+    if dsize is not None:
+        candidates.append(
+            ("decord", lambda: _ResizingReader(open_reader(uri, None, "decord", storage_options), dsize))
+        )
+    if backend != "decord":
+        candidates.append(("pyav", lambda: open_reader(uri, dsize, "pyav", storage_options)))
+    for _, make in candidates:
+        try:
+            fallback = make()
+            frames = fallback.get_batch([min(max(int(i), 0), fallback.num_frames - 1) for i in indices])
+        except Exception:
+            continue
+        _READERS[key] = fallback
+        return frames
+    raise DecodeError(f"{uri}: {type(first_error).__name__}: {first_error}") from first_error
+
+
+def source_fps(uri: str, backend: Backend = "auto", storage_options: dict | None = None) -> float:
+    """Average frame rate of the video at `uri` (from the cached reader)."""
+    with _READERS_LOCK:
+        return float(_cached_reader(uri, None, backend, storage_options).fps)
+
+
+def read_frames(
+    uri: str,
+    indices: Sequence[int],
+    size: Size | None = None,
+    *,
+    rotation: int = 0,
+    backend: Backend = "auto",
+    storage_options: dict | None = None,
+) -> np.ndarray:
+    """Frames at `indices` as uint8 RGB (N, H, W, 3); `size` is (width, height) of the output.
+
+    Indices outside the video are clamped to its first/last frame. With `rotation` the frames are
+    turned upright and `size` is the upright size.
+    """
+    if len(indices) == 0:
+        w, h = size if size is not None else (0, 0)
+        return np.zeros((0, h, w, 3), np.uint8)
+    with _READERS_LOCK:
+        frames = _get(uri, list(indices), decoder_size(size, rotation), backend, storage_options)
+    return rotate_frames(frames, rotation)
+
+
+def iter_frames(
+    uri: str,
+    indices: Sequence[int],
+    size: Size | None = None,
+    *,
+    batch_frames: int = MAX_BATCH_FRAMES,
+    rotation: int = 0,
+    backend: Backend = "auto",
+    storage_options: dict | None = None,
+) -> Iterator[tuple[list[int], np.ndarray]]:
+    """(indices, frames) batches of at most `batch_frames` frames: memory stays bounded by the batch."""
+    if batch_frames < 1:
+        raise ValueError(f"batch_frames must be >= 1, got {batch_frames}")
+    indices = list(indices)
+    for lo in range(0, len(indices), batch_frames):
+        chunk = indices[lo : lo + batch_frames]
+        yield (
+            chunk,
+            read_frames(
+                uri, chunk, size, rotation=rotation, backend=backend, storage_options=storage_options
+            ),
+        )
+
+
 def read_clip(
     uri: str,
     start_frame: int,
     end_frame: int,
     num_frames: int | None = None,
-    size: tuple[int, int] | None = None,
+    size: Size | None = None,
+    *,
+    fps: float | None = None,
+    src_fps: float | None = None,
+    rotation: int = 0,
+    backend: Backend = "auto",
+    storage_options: dict | None = None,
 ) -> np.ndarray:
-    """Frames of [start_frame, end_frame): all of them, or `num_frames` evenly spaced."""
-    if num_frames is None:
-        indices = list(range(start_frame, end_frame))
-    else:
+    """Frames of [start_frame, end_frame): all of them, `num_frames` evenly spaced, or at `fps`.
+
+    `fps` needs the source rate `src_fps` (read from the file when not given).
+    """
+    if num_frames is not None:
         indices = sample_indices(start_frame, end_frame, num_frames)
-    return read_frames(uri, indices, size)
+    elif fps:
+        rate = src_fps or source_fps(uri, backend, storage_options)
+        indices = indices_at_fps(start_frame, end_frame, rate, fps)
+    else:
+        indices = list(range(start_frame, end_frame))
+    return read_frames(
+        uri, indices, size, rotation=rotation, backend=backend, storage_options=storage_options
+    )
+
+
+# ------------------------------------------------------------------------------------ shared decode
+@dataclass(frozen=True)
+class FrameRequest:
+    """What one consumer of a clip needs: `num_frames` evenly spaced, or all frames at `fps`, at `size`."""
+
+    num_frames: int | None = None
+    fps: float | None = None
+    size: Size | None = None
+
+    def indices(self, start_frame: int, end_frame: int, src_fps: float) -> list[int]:
+        if self.num_frames is not None:
+            return sample_indices(start_frame, end_frame, self.num_frames)
+        return indices_at_fps(start_frame, end_frame, src_fps, self.fps)
+
+
+def decode_shared(
+    uri: str,
+    start_frame: int,
+    end_frame: int,
+    requests: Mapping[str, FrameRequest],
+    *,
+    src_fps: float | None = None,
+    rotation: int = 0,
+    backend: Backend = "auto",
+    storage_options: dict | None = None,
+) -> dict[str, np.ndarray]:
+    """Decode a clip once for several consumers; returns each consumer's frames at its own size.
+
+    The union of the requested frames is decoded once, at the largest requested size (native if any
+    consumer asks for it), then each consumer gets its subset, resized with area averaging.
+    """
+    if not requests:
+        return {}
+    rate = src_fps or source_fps(uri, backend, storage_options)
+    wanted = {name: req.indices(start_frame, end_frame, rate) for name, req in requests.items()}
+    union = sorted(set().union(*[set(v) for v in wanted.values()]))
+    sizes = [req.size for req in requests.values()]
+    decode_size = (
+        None if any(s is None for s in sizes) else (max(s[0] for s in sizes), max(s[1] for s in sizes))
+    )
+    frames = read_frames(
+        uri, union, decode_size, rotation=rotation, backend=backend, storage_options=storage_options
+    )
+    position = {index: k for k, index in enumerate(union)}
+    out: dict[str, np.ndarray] = {}
+    for name, req in requests.items():
+        subset = frames[[position[i] for i in wanted[name]]] if wanted[name] else frames[:0]
+        out[name] = resize_frames(subset, req.size) if req.size is not None and len(subset) else subset
+    return out
+
+
+# -------------------------------------------------------------------------------- detector scanning
+def prefetch(items: Iterator[Any], depth: int = 64) -> Iterator[Any]:
+    """Run `items` in a background thread, `depth` items ahead (decoding releases the GIL).
+
+    Memory stays bounded by `depth`; an exception in the producer is raised in the consumer.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, name="egocurate-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+class VideoScanner:
+    """Low-cost sequential decode of one video for shot detectors.
+
+    :meth:`scan` yields ``(pts, frame)`` for the frames the decoder keeps in `skip` mode, small RGB at
+    `size`; after it, :attr:`frame_pts` holds the pts of *every* frame (from the demuxer) so
+    :meth:`index_of` maps pts to frame indices. :meth:`decode_ranges` then decodes exact frames inside
+    index ranges, skipping frames outside them, so a coarse pass can be refined where it matters.
+
+    ``fast`` skips the deblocking loop filter: frames are slightly blockier, which a detector working
+    on 64x48 thumbnails does not see, and decoding is ~25% cheaper.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        size: Size = (64, 48),
+        *,
+        fast: bool = True,
+        threads: int = 1,
+        storage_options: dict | None = None,
+    ):
+        self.uri, self.size, self.fast, self.threads = uri, (int(size[0]), int(size[1])), fast, threads
+        self.storage_options = storage_options
+        self.frame_pts = np.zeros(0, np.int64)
+        self.keyframes = np.zeros(0, np.int64)
+        self.time_base = 0.0
+        self.fps = 0.0
+        self.has_b_frames = False
+        self.decoded_frames = 0
+
+    # -- opening
+    def _open(self, skip: SkipMode) -> tuple[Any, Any, Any]:
+        import av
+
+        source, handle = _open_source(self.uri, self.storage_options)
+        try:
+            container = av.open(source, mode="r", metadata_errors="ignore")
+        except Exception as exc:
+            if handle is not None:
+                handle.close()
+            raise DecodeError(f"{self.uri}: cannot open video: {exc}") from exc
+        if not container.streams.video:
+            container.close()
+            raise DecodeError(f"{self.uri}: no video stream")
+        stream = container.streams.video[0]
+        cc = stream.codec_context
+        if self.threads != 1:
+            stream.thread_type = "AUTO"
+            cc.thread_count = int(self.threads)
+        else:
+            stream.thread_type = "NONE"
+        if self.fast:
+            cc.options = {"skip_loop_filter": "all"}
+        cc.skip_frame = _SKIP_FRAME[skip]
+        self.time_base = float(stream.time_base or 0.0)
+        rate = stream.average_rate or stream.guessed_rate
+        self.fps = float(rate) if rate else 0.0
+        return container, stream, handle
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_pts)
+
+    def timestamps(self) -> np.ndarray:
+        """Seconds of every frame from the first one (valid after a scan)."""
+        if not len(self.frame_pts):
+            return np.zeros(0)
+        return (self.frame_pts - self.frame_pts[0]) * self.time_base
+
+    def index_of(self, pts: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Frame indices (pts ranks) of decoded frames' pts."""
+        return np.searchsorted(self.frame_pts, np.asarray(pts, dtype=np.int64))
+
+    def _thumb(self, reformatter: Any, frame: Any) -> np.ndarray:
+        return reformatter.reformat(
+            frame, width=self.size[0], height=self.size[1], format="rgb24", interpolation="AREA"
+        ).to_ndarray()
+
+    # -- passes
+    def scan(self, skip: SkipMode = "nonref") -> Iterator[tuple[int, np.ndarray]]:
+        """Decode the whole video in `skip` mode, yielding (pts, RGB thumbnail) in display order.
+
+        ``nonref`` drops frames nothing references (exact for the rest; about half of the frames of
+        a typical x264 stream with B-frames); ``none`` decodes everything. ``bidir`` drops every
+        B-frame, which is faster but corrupts P-frames that reference B-frames: avoid it for detection.
+        """
+        from av.video.reformatter import VideoReformatter
+
+        container, stream, handle = self._open(skip)
+        self.has_b_frames = bool(stream.codec_context.has_b_frames)
+        reformatter = VideoReformatter()
+        pts_all: list[int] = []
+        key_pts: list[int] = []
+        decoded = 0
+        counter = 0
+        try:
+            for packet in container.demux(stream):
+                if packet.size and not packet.is_discard:
+                    p = int(packet.pts) if packet.pts is not None else counter
+                    pts_all.append(p)
+                    counter += 1
+                    if packet.is_keyframe:
+                        key_pts.append(p)
+                try:
+                    frames = packet.decode()
+                except Exception:  # a corrupt packet: the rest of the stream may still decode
+                    continue
+                for frame in frames:
+                    if frame.pts is None:
+                        continue
+                    decoded += 1
+                    yield int(frame.pts), self._thumb(reformatter, frame)
+        finally:
+            container.close()
+            if handle is not None:
+                handle.close()
+            self.frame_pts = np.unique(np.asarray(pts_all, dtype=np.int64))
+            self.keyframes = np.searchsorted(self.frame_pts, np.asarray(sorted(set(key_pts)), dtype=np.int64))
+            self.decoded_frames = decoded
+
+    def decode_ranges(
+        self, ranges: Sequence[tuple[int, int]], skip_outside: SkipMode = "nonref"
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """(index, thumbnail) of every frame inside the index ranges [a, b), after a :meth:`scan`.
+
+        The decoder seeks to the keyframe before each range (or keeps going when that is closer),
+        drops frames in `skip_outside` mode until it nears the range, and decodes everything inside.
+        """
+        from av.video.reformatter import VideoReformatter
+
+        if not len(self.frame_pts):
+            raise RuntimeError("decode_ranges needs frame pts: run scan() first")
+        merged: list[list[int]] = []
+        for a, b in sorted((max(0, int(a)), min(self.num_frames, int(b))) for a, b in ranges):
+            if b <= a:
+                continue
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        if not merged:
+            return
+        container, stream, handle = self._open(skip_outside)
+        cc = stream.codec_context
+        reformatter = VideoReformatter()
+        reorder = 16  # decode order trails display order by at most this many frames
+        pts = self.frame_pts
+        try:
+            position = -1  # last frame index the decoder has output
+            demuxer: Iterator | None = None
+            for a, b in merged:
+                key = (
+                    int(self.keyframes[np.searchsorted(self.keyframes, a, side="right") - 1])
+                    if len(self.keyframes)
+                    else 0
+                )
+                key = max(key, 0)
+                if demuxer is None or position >= a or key > position:
+                    container.seek(int(pts[key]), stream=stream, backward=True, any_frame=False)
+                    demuxer = container.demux(stream)
+                    position = -1
+                lo_pts = pts[max(a - reorder, 0)]
+                hi_pts = pts[min(b - 1 + reorder, self.num_frames - 1)]
+                done = False
+                for packet in demuxer:
+                    if packet.pts is not None and packet.size:
+                        inside = lo_pts <= packet.pts <= hi_pts
+                        cc.skip_frame = "DEFAULT" if inside else _SKIP_FRAME[skip_outside]
+                    try:
+                        frames = packet.decode()
+                    except Exception:
+                        continue
+                    for frame in frames:
+                        if frame.pts is None:
+                            continue
+                        index = int(np.searchsorted(pts, frame.pts))
+                        position = max(position, index)
+                        if a <= index < b:
+                            yield index, self._thumb(reformatter, frame)
+                        if index >= b - 1:
+                            done = True
+                    if done:
+                        break
+        finally:
+            container.close()
+            if handle is not None:
+                handle.close()

@@ -16,8 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from egocurate.catalog.store import Catalog
+from egocurate.jobs.cli_annotate import register as register_annotate
 from egocurate.jobs.cli_lam import app as lam_app
-from egocurate.jobs.cli_shards import export_app, shards_app
+from egocurate.jobs.cli_shards import demo_exports, export_app, shards_app
+from egocurate.jobs.cli_shots import app as shots_app
 from egocurate.jobs.config import ConfigError, PipelineConfig, StageConfig, load_config
 from egocurate.jobs.pipeline import run_pipeline
 
@@ -27,6 +29,8 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(shards_app, name="shards")
 app.add_typer(export_app, name="export")
 app.add_typer(lam_app, name="lam")
+app.add_typer(shots_app, name="shots")
+register_annotate(app)  # report, query, stats
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 CatalogOption = Annotated[
@@ -173,6 +177,7 @@ def demo(
     config = demo_config(out, engine.value if engine else None)
     run_pipeline(config, console)
     cat = Catalog(config.catalog)
+    exports = demo_exports(cat, out.resolve())
     summary = Table(title="catalog tables")
     summary.add_column("table")
     summary.add_column("rows", justify="right")
@@ -180,6 +185,8 @@ def demo(
     for name in cat.tables():
         summary.add_row(name, str(cat.count(name)), str(cat.version(name)))
     console.print(summary)
+    for name, where in exports.items():
+        console.print(f"{name}: {where}")
     console.print(f"catalog: [bold]{cat.root}[/]")
     console.print(f'try: egocurate catalog sql --catalog {cat.root} "SELECT uri, error_kind FROM quarantine"')
 

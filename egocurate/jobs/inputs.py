@@ -38,10 +38,53 @@ def clips(catalog: Catalog, sources: Sequence[str] = (), storage_options: dict |
     )
     if clip_rows.num_rows == 0:
         return clip_rows.append_column("uri", pa.array([], pa.string()))
-    return clip_rows.join(video_rows, keys="video_id", join_type="left outer").sort_by("clip_id")
+    # Not Table.join: Arrow's join refuses list columns (clips.crop) outside the key.
+    return _attach(clip_rows, video_rows, "video_id", video_rows.column_names[1:]).sort_by("clip_id")
 
 
-BUILDERS: dict[str, InputBuilder] = {"discovered": discovered, "videos": videos, "clips": clips}
+def _attach(rows: pa.Table, other: pa.Table, key: str, columns: Sequence[str]) -> pa.Table:
+    """Left-join `columns` of `other` onto `rows` by `key` (list columns too, which Arrow's join refuses)."""
+    import pyarrow.compute as pc
+
+    index = pc.index_in(rows.column(key), value_set=other.column(key))
+    for name in columns:
+        rows = rows.append_column(name, other.column(name).take(index))
+    return rows
+
+
+def label_inputs(
+    catalog: Catalog, sources: Sequence[str] = (), storage_options: dict | None = None
+) -> pa.Table:
+    """Clips with their video's task text, caption and CLIP embedding, for the `labels` stage.
+
+    Clips that have none of the three yet are left out, so a later run labels them once one arrives.
+    """
+    import pyarrow.compute as pc
+
+    rows = clips(catalog)
+    if rows.num_rows == 0:
+        return rows
+    captions = catalog.read("clip_captions", columns=["clip_id", "caption"])
+    rows = _attach(rows, captions, "clip_id", ["caption"])
+    embeddings = catalog.read("clip_embeddings", columns=["clip_id", "model_id", "vector"])
+    rows = _attach(rows, embeddings, "clip_id", ["model_id", "vector"])
+
+    def has_text(name: str) -> pa.ChunkedArray:
+        return pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(rows.column(name))), 0), False)
+
+    usable = pc.or_(pc.or_(has_text("task_text"), has_text("caption")), pc.is_valid(rows.column("vector")))
+    return rows.filter(usable)
+
+
+def corpus(catalog: Catalog, sources: Sequence[str] = (), storage_options: dict | None = None) -> pa.Table:
+    """No rows: corpus-level stages (dedup) read the catalog themselves, in chunks (jobs.global_stages)."""
+    return pa.table({"clip_id": pa.array([], pa.string())})
+
+
+BUILDERS: dict[str, InputBuilder] = {
+    "discovered": discovered, "videos": videos, "clips": clips, "label_inputs": label_inputs,
+}  # fmt: skip
+BUILDERS["corpus"] = corpus
 
 
 def build_inputs(name: str, catalog: Catalog, sources: Sequence[str] = (), storage_options: dict | None = None) -> pa.Table:

@@ -32,7 +32,37 @@ class StageEntry:
 STAGES: dict[str, StageEntry] = {
     entry.name: entry
     for entry in (
-        StageEntry("ingest", "egocurate.ingest.probe_stage:ProbeStage", "discovered", "probe, fingerprint, quarantine"),
+        StageEntry(
+            "ingest",
+            "egocurate.ingest.probe_stage:ProbeStage",
+            "discovered",
+            "probe, fingerprint, quarantine",
+        ),
+        StageEntry("shots", "egocurate.ingest.shots_stage:ShotStage", "videos", "shot boundaries -> clips"),
+        StageEntry("quality", "egocurate.filters.quality:QualityStage", "clips", "motion, blur, exposure"),
+        StageEntry("embed", "egocurate.filters.embed:EmbedStage", "clips", "CLIP embedding per clip"),
+        StageEntry("dedup", "egocurate.jobs.global_stages:DedupGlobalStage", "corpus", "near-dup groups"),
+        StageEntry("captions", "egocurate.annotate.captioner:CaptionStage", "clips", "VLM caption per clip"),
+        StageEntry(
+            "labels",
+            "egocurate.annotate.label_stage:LabelStage",
+            "label_inputs",
+            "task/scene/object labels from given text, captions or CLIP zero-shot",
+        ),  # fmt: skip
+        StageEntry("stats", "egocurate.jobs.global_stats:StatsStage", "corpus", "corpus statistics table"),
+        StageEntry("report", "egocurate.jobs.global_stats:ReportStage", "corpus", "statistics + HTML report"),
+        StageEntry(
+            "latent_actions",
+            "egocurate.latent_actions.stage:LatentActionStage",
+            "clips",
+            "DreamDojo latent actions (T-1, 32) per clip",
+        ),  # fmt: skip
+        StageEntry(
+            "tokenizer_latents",
+            "egocurate.latent_actions.tokenizer_stage:TokenizerLatentStage",
+            "clips",
+            "Wan VAE latents per clip",
+        ),  # fmt: skip
     )
 }
 
@@ -77,5 +107,6 @@ def build_stage(name: str, params: dict[str, Any] | None = None) -> Any:
 def describe_errors(exc: pydantic.ValidationError) -> str:
     """One line per problem: the field path, what is wrong, and the value given."""
     return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})" for err in exc.errors()
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+        for err in exc.errors()
     )

@@ -1,0 +1,240 @@
+"""Clip media for shards and exports: resample, centre-crop, encode to MP4 bytes, decode windows.
+
+Source videos are decoded through ``egocurate.ingest.decode`` (decord, seeking). Shards and exports
+carry clips as H.264 MP4 *bytes*, which decord cannot seek inside without a path, so windows of those
+bytes are decoded here with PyAV, seeking to the keyframe before the window.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from egocurate.ingest.media import ffmpeg_exe
+
+_SOURCE_DECODE_LOCK = threading.Lock()
+
+
+def resample_indices(num_frames: int, src_fps: float, dst_fps: float | None) -> list[int]:
+    """Offsets (into a clip of `num_frames` at `src_fps`) of the frames of the clip at `dst_fps`.
+
+    Nearest-frame resampling over the clip's span: frame k of the output shows time k / dst_fps.
+    `dst_fps` None (or equal to the source rate) keeps every frame.
+    """
+    if num_frames <= 0:
+        return []
+    if dst_fps is None or src_fps <= 0 or abs(dst_fps - src_fps) < 1e-6:
+        return list(range(num_frames))
+    count = int(np.floor((num_frames - 1) * dst_fps / src_fps + 1e-9)) + 1
+    return [min(num_frames - 1, int(np.floor(k * src_fps / dst_fps + 0.5))) for k in range(count)]
+
+
+def resampled_length(num_frames: int, src_fps: float, dst_fps: float | None) -> int:
+    """How many frames a clip has after :func:`resample_indices`."""
+    return len(resample_indices(num_frames, src_fps, dst_fps))
+
+
+def crop_box(width: int, height: int, aspect: float) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of the centred crop of a `width`x`height` frame to `aspect` = w / h.
+
+    Same arithmetic as the DreamDojo human-video loader (int truncation, floor-centred offsets).
+    """
+    if width / height > aspect:
+        crop_h, crop_w = height, int(height * aspect)
+    elif width / height < aspect:
+        crop_h, crop_w = int(width / aspect), width
+    else:
+        crop_h, crop_w = height, width
+    return (width - crop_w) // 2, (height - crop_h) // 2, crop_w, crop_h
+
+
+def crop_resize(frames: np.ndarray, width: int | None, height: int | None) -> np.ndarray:
+    """Centre-crop (N, H, W, 3) frames to width:height and resize them to exactly that size."""
+    if width is None or height is None:
+        return frames
+    import cv2
+
+    n, h, w = frames.shape[:3]
+    if (w, h) == (width, height):
+        return frames
+    x, y, cw, ch = crop_box(w, h, width / height)
+    interp = cv2.INTER_AREA if cw >= width else cv2.INTER_LINEAR
+    out = np.empty((n, height, width, 3), dtype=np.uint8)
+    for i in range(n):
+        out[i] = cv2.resize(frames[i, y : y + ch, x : x + cw], (width, height), interpolation=interp)
+    return out
+
+
+def decode_size(
+    src_width: int, src_height: int, width: int | None, height: int | None
+) -> tuple[int, int] | None:
+    """A decode size with the source's aspect whose centre crop still covers `width`x`height`.
+
+    Decoding at this size (decord scales while decoding) bounds memory by the training
+    resolution instead of the source's, and the crop + resize afterwards keeps the aspect exact.
+    """
+    if not (width and height and src_width and src_height):
+        return None
+    _, _, crop_w, crop_h = crop_box(src_width, src_height, width / height)
+    scale = max(width / crop_w, height / crop_h)
+    if scale >= 1.0:
+        return None
+    w = int(np.ceil(src_width * scale / 2.0)) * 2
+    h = int(np.ceil(src_height * scale / 2.0)) * 2
+    return w, h
+
+
+def iter_source_frames(
+    uri: str,
+    indices: Sequence[int],
+    width: int | None,
+    height: int | None,
+    src_size: tuple[int, int] | None = None,
+    chunk: int = 64,
+) -> Iterator[np.ndarray]:
+    """Frames at `indices` of a source video, centre-cropped and resized, in chunks of `chunk` frames.
+
+    ``ingest.decode`` keeps a per-process cache of open decoders that threads would share, and a
+    decord reader used by two threads at once can hang; source decodes are therefore serialised
+    here, while encoding (an ffmpeg subprocess per clip) and cropping still run in parallel.
+    """
+    from egocurate.ingest.decode import read_frames
+
+    size = decode_size(src_size[0], src_size[1], width, height) if src_size else None
+    for lo in range(0, len(indices), chunk):
+        with _SOURCE_DECODE_LOCK:  # ingest.decode shares cached readers between threads
+            frames = read_frames(uri, list(indices[lo : lo + chunk]), size)
+        yield crop_resize(frames, width, height)
+
+
+def encode_mp4(
+    frames: np.ndarray | Iterable[np.ndarray],
+    fps: float,
+    crf: int = 23,
+    preset: str = "veryfast",
+    gop: int | None = None,
+) -> bytes:
+    """H.264 (yuv420p, faststart) MP4 bytes of RGB uint8 frames, via ffmpeg's libx264.
+
+    `frames` is one (N, H, W, 3) array or an iterable of such chunks (streamed to ffmpeg, so a long
+    clip never sits in memory whole). `gop` is the keyframe interval in frames; a short one makes
+    window decodes cheap (default: 1 s). Odd sizes are padded by one pixel, as yuv420p needs it.
+    """
+    chunks = iter([frames] if isinstance(frames, np.ndarray) else frames)
+    first = next(chunks, None)
+    if first is None or first.ndim != 4 or first.shape[0] == 0:
+        raise ValueError(f"expected (N, H, W, 3) frames, got {None if first is None else first.shape}")
+    height, width = first.shape[1:3]
+    gop = gop or max(1, int(round(fps)))
+    fd, path = tempfile.mkstemp(suffix=".mp4", prefix="egocurate-clip-")
+    os.close(fd)
+    cmd = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{width}x{height}",
+        "-r",
+        f"{fps:.6g}",
+        "-i",
+        "-",
+        "-vf",
+        "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+        "-c:v",
+        "libx264",
+        "-preset",
+        preset,
+        "-crf",
+        str(crf),
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        str(gop),
+        "-keyint_min",
+        str(gop),
+        "-sc_threshold",
+        "0",
+        "-threads",
+        "1",
+        "-movflags",
+        "+faststart",
+        "-an",
+        path,
+    ]
+    proc = None
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            for chunk in itertools.chain([first], chunks):
+                proc.stdin.write(np.ascontiguousarray(chunk, dtype=np.uint8).tobytes())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        finally:
+            stderr = proc.stderr.read()
+            proc.wait()
+        if proc.returncode != 0:
+            raise RuntimeError(f"ffmpeg encode failed: {stderr.decode(errors='replace')[-400:]}")
+        with open(path, "rb") as fh:
+            return fh.read()
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        os.unlink(path)
+
+
+def probe_mp4(data: bytes) -> dict:
+    """Frame count, fps, width and height of MP4 bytes (frames counted by demuxing, exact)."""
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        count = sum(1 for packet in container.demux(stream) if packet.size)
+    return {"num_frames": count, "fps": fps, "width": width, "height": height}
+
+
+def decode_mp4(data: bytes, start: int = 0, count: int | None = None) -> np.ndarray:
+    """Frames [start, start + count) of MP4 bytes as uint8 RGB (N, H, W, 3); all frames by default.
+
+    Seeks to the keyframe at or before `start` instead of decoding the clip from its first frame.
+    Frame numbers come from presentation timestamps, so the window is exact for constant-rate clips.
+    """
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        tb = stream.time_base
+        origin = stream.start_time or 0
+        if start > 0 and rate:
+            container.seek(origin + int(start / (rate * tb)), stream=stream, backward=True, any_frame=False)
+        out: list[np.ndarray] = []
+        for frame in container.decode(stream):
+            index = (
+                int(round(float((frame.pts - origin) * tb * rate)))
+                if (rate and frame.pts is not None)
+                else None
+            )
+            if index is not None and index < start:
+                continue
+            out.append(frame.to_ndarray(format="rgb24"))
+            if count is not None and len(out) >= count:
+                break
+    if not out:
+        raise ValueError(f"no frames decoded at start={start}")
+    return np.stack(out)

@@ -1,0 +1,219 @@
+"""Exports the DreamDojo trainer reads as they are: a plain MP4 tree, and LeRobot v2.1 (``lerobot.py``).
+
+DreamDojo's human-video loader globs ``*.mp4`` under its dataset root and silently drops any path
+whose *full* string contains ``left``, ``right``, ``resize`` or ``pad`` (any case), so "bright" or
+"ipad" lose a clip without a word. A dataset root containing ``g1``, ``gr1``, ``yam``, ``agibot``,
+``droid`` or ``egodex_21`` is routed to a robot or MANO loader instead, and one containing ``xdof``
+keeps only ``320_240`` files. Its loader also draws ``randint(0, frames - 14)``, so each file needs
+at least 14 frames.
+
+The MP4 export therefore refuses a root that trips those rules, names files by ``clip_id`` (hex,
+which can hold none of the words) inside a folder per task whose name is rewritten to avoid them
+("bright pad" becomes ``brgt_pd``: renamed, not lost), resamples every clip to a target rate
+(10 Hz, as in DreamDojo post-training), and writes ``clips.parquet`` mapping each file back to the
+catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from egocurate.catalog.clipmedia import encode_mp4, iter_source_frames, resample_indices
+from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, select_clips
+from egocurate.catalog.shards import first_present, ordered_map, source_span
+from egocurate.catalog.store import Catalog
+
+DROPPED_WORDS = ("left", "right", "resize", "pad")
+ROUTING_WORDS = ("g1", "gr1", "yam", "agibot", "droid", "egodex_21", "xdof")
+ABBREVIATIONS = {"left": "lft", "right": "rgt", "resize": "rsz", "pad": "pd"}
+DREAMDOJO_MIN_FRAMES = 14
+MARKER = "egocurate_export.json"
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote and what it left out (and why)."""
+
+    out: str
+    written: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)  # clip_id -> reason
+    renamed: dict[str, str] = field(default_factory=dict)  # original label -> folder name
+    seconds: float = 0.0
+
+
+def loader_safe_name(text: str | None, max_len: int = 60) -> str:
+    """A folder name from a label that DreamDojo's path filter keeps: [a-z0-9_], none of its words."""
+    slug = re.sub(r"[^a-z0-9]+", "_", (text or "").lower()).strip("_")[:max_len].strip("_") or "untitled"
+    while any(word in slug for word in DROPPED_WORDS):
+        for word, short in ABBREVIATIONS.items():
+            slug = slug.replace(word, short)
+    return slug
+
+
+def kept_by_dreamdojo(path: str) -> bool:
+    """Whether DreamDojo's human-video filter keeps `path` (its full string, lower-cased)."""
+    lowered = str(path).lower()
+    return not any(word in lowered for word in DROPPED_WORDS)
+
+
+def check_dreamdojo_root(root: str | os.PathLike[str]) -> str:
+    """The absolute export root, or a ValueError if the trainer would drop or re-route it."""
+    absolute = os.path.abspath(os.path.expanduser(str(root)))
+    lowered = absolute.lower()
+    dropped = [w for w in DROPPED_WORDS if w in lowered]
+    routed = [w for w in ROUTING_WORDS if w in lowered]
+    if dropped:
+        raise ValueError(f"export root {absolute!r} contains {dropped}: DreamDojo drops every file under it")
+    if routed:
+        raise ValueError(f"export root {absolute!r} contains {routed}: DreamDojo routes it to another loader")
+    return absolute
+
+
+def prepare_out(out: str, marker: str = MARKER) -> Path:
+    """Create `out`; refuse a non-empty folder that is not an earlier export of ours."""
+    path = Path(out)
+    if path.exists() and any(path.iterdir()) and not (path / marker).exists():
+        raise FileExistsError(
+            f"{out} is not empty and holds no earlier egocurate export; choose an empty folder"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def render_export_clip(
+    view_row: Mapping[str, Any],
+    fps: float | None,
+    width: int | None,
+    height: int | None,
+    min_frames: int,
+    crf: int,
+) -> tuple[bytes, list[int], float]:
+    """(MP4 bytes, source offsets, fps) of one clip resampled to `fps`, centre-cropped and resized."""
+    uri, start, end, src_fps, size = source_span(view_row)
+    offsets = resample_indices(end - start, src_fps, fps)
+    out_fps = float(fps or src_fps)
+    if len(offsets) < min_frames:
+        raise ValueError(f"{len(offsets)} frames at {out_fps:g} fps < {min_frames}")
+    frames = iter_source_frames(uri, [start + o for o in offsets], width, height, size)
+    return encode_mp4(frames, out_fps, crf=crf), offsets, out_fps
+
+
+def export_dreamdojo(
+    catalog: Catalog,
+    out: str,
+    query: str | None = None,
+    task: str | None = None,
+    fps: float | None = 10.0,
+    min_frames: int = DREAMDOJO_MIN_FRAMES,
+    width: int | None = 640,
+    height: int | None = 480,
+    crf: int = 20,
+    thresholds: Mapping[str, float] | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> ExportReport:
+    """Write the selected clips as ``<out>/<task>/<clip_id>.mp4`` for DreamDojo's human-video loader.
+
+    `fps` None keeps each clip's rate; `width`/`height` None keep the source size (the trainer
+    centre-crops to 4:3 and resizes to 480x640 itself; 640x480 here saves it the work).
+    """
+    started = time.perf_counter()
+    root = Path(check_dreamdojo_root(out))
+    prepare_out(str(root))
+    view = select_clips(catalog, query, task, thresholds)
+    rows = view.to_pylist()
+    report = ExportReport(out=str(root))
+    index_rows = []
+
+    def build(row: dict) -> tuple[bytes, list[int], float]:
+        return render_export_clip(row, fps, width, height, min_frames, crf)
+
+    workers = workers or max(1, os.cpu_count() or 1)
+    for row, result in tqdm(
+        ordered_map(build, rows, workers), total=len(rows), desc="dreamdojo", disable=not progress
+    ):
+        if isinstance(result, Exception):
+            report.skipped[row["clip_id"]] = f"{type(result).__name__}: {result}"
+            continue
+        data, offsets, out_fps = result
+        label = first_present(row.get("task"), row.get("task_text"), "untitled")
+        folder = loader_safe_name(label)
+        if re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") != folder:
+            report.renamed[label] = folder
+        rel = f"{folder}/{row['clip_id']}.mp4"
+        _write_atomic(root / rel, data)
+        report.written += 1
+        index_rows.append(
+            {
+                "path": rel,
+                "clip_id": row["clip_id"],
+                "video_id": row.get("video_id"),
+                "uri": row.get("uri"),
+                "start_frame": row.get("start_frame"),
+                "end_frame": row.get("end_frame"),
+                "start_s": row.get("start_s"),
+                "end_s": row.get("end_s"),
+                "fps": out_fps,
+                "num_frames": len(offsets),
+                "task": label,
+                "folder": folder,
+                "source": row.get("source"),
+                "dataset": row.get("dataset"),
+                "caption": first_present(row.get("caption"), row.get("text"), row.get("task_text")),
+            }
+        )
+    _remove_stale(root, {r["path"] for r in index_rows})
+    pq.write_table(
+        pa.Table.from_pylist(index_rows) if index_rows else pa.table({"path": pa.array([], pa.string())}),
+        root / "clips.parquet",
+    )
+    meta = {
+        "format": "dreamdojo-mp4-tree",
+        "created": datetime.now(UTC).isoformat(),
+        "catalog": catalog.root,
+        "catalog_version": catalog_version(catalog),
+        "query": query or DEFAULT_QUERY,
+        "task": task,
+        "fps": fps,
+        "size": [width, height],
+        "min_frames": min_frames,
+        "written": report.written,
+        "skipped": report.skipped,
+        "renamed": report.renamed,
+    }
+    (root / MARKER).write_text(json.dumps(meta, indent=2))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _remove_stale(root: Path, keep: set[str]) -> None:
+    """Delete MP4s an earlier export left that this one no longer selects (the trainer globs all)."""
+    for path in root.rglob("*.mp4"):
+        if path.relative_to(root).as_posix() not in keep:
+            path.unlink()
+
+
+def export_lerobot(*args: Any, **kwargs: Any):
+    """LeRobot v2.1 export (see ``egocurate.catalog.lerobot.export_lerobot``)."""
+    from egocurate.catalog.lerobot import export_lerobot as _export
+
+    return _export(*args, **kwargs)

@@ -1,0 +1,376 @@
+"""LeRobot v2.1 export: one episode per clip, latent actions as the ``action`` feature.
+
+Layout (what LeRobot v2.1 and GR00T-style loaders, DreamDojo's included, read)::
+
+    meta/info.json              codebase_version v2.1, features, path templates, fps, splits
+    meta/episodes.jsonl         {"episode_index", "tasks", "length"} per episode
+    meta/episodes_stats.jsonl   per-episode feature statistics (v2.1)
+    meta/tasks.jsonl            {"task_index", "task"}
+    meta/stats.json             dataset statistics (mean/std/min/max/q01/q99) per numeric feature
+    meta/modality.json          GR00T modality map: action, video, annotation
+    data/chunk-000/episode_000000.parquet
+    videos/chunk-000/observation.images.ego_view/episode_000000.mp4
+
+Row t of an episode holds the latent action from frame t to t+1; the last frame, which has no
+successor, holds zeros. Clips without latent actions get zeros too, and are listed in
+``meta/egocurate_episodes.parquet`` (which maps episodes back to catalog clips) with
+``has_latent_actions`` false.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from egocurate.catalog.clipmedia import encode_mp4, iter_source_frames, resample_indices
+from egocurate.catalog.export import ExportReport, _write_atomic, prepare_out
+from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, latents_for, select_clips, split_of
+from egocurate.catalog.shards import align_latent_actions, first_present, ordered_map, source_span
+from egocurate.catalog.store import Catalog
+
+CODEBASE_VERSION = "v2.1"
+VIDEO_KEY = "observation.images.ego_view"
+DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+TASK_COLUMN = "annotation.human.task_description"
+LATENT_DIM = 32
+SCALARS = {
+    "timestamp": "float32",
+    "frame_index": "int64",
+    "episode_index": "int64",
+    "index": "int64",
+    "task_index": "int64",
+    TASK_COLUMN: "int64",
+}
+MARKER = "meta/egocurate_export.json"
+
+
+def features(fps: float, width: int, height: int, action_dim: int = LATENT_DIM) -> dict[str, Any]:
+    """The `features` block of info.json."""
+    out: dict[str, Any] = {
+        VIDEO_KEY: {
+            "dtype": "video",
+            "shape": [height, width, 3],
+            "names": ["height", "width", "channel"],
+            "info": {
+                "video.height": height,
+                "video.width": width,
+                "video.codec": "h264",
+                "video.pix_fmt": "yuv420p",
+                "video.is_depth_map": False,
+                "video.fps": fps,
+                "video.channels": 3,
+                "has_audio": False,
+            },
+        },
+        "action": {
+            "dtype": "float32",
+            "shape": [action_dim],
+            "names": [f"latent_{i}" for i in range(action_dim)],
+        },
+    }
+    for name, dtype in SCALARS.items():
+        out[name] = {"dtype": dtype, "shape": [1], "names": None}
+    return out
+
+
+def data_schema(action_dim: int = LATENT_DIM) -> pa.Schema:
+    """Arrow schema of an episode's parquet (as HF datasets writes LeRobot features)."""
+    fields = [("action", pa.list_(pa.float32(), action_dim))]
+    fields += [(name, pa.float32() if dtype == "float32" else pa.int64()) for name, dtype in SCALARS.items()]
+    return pa.schema(fields)
+
+
+def array_stats(values: np.ndarray) -> dict[str, list]:
+    """min/max/mean/std/count over axis 0 (LeRobot's per-episode statistics)."""
+    values = values.astype(np.float64)
+    return {
+        "min": values.min(axis=0).tolist(),
+        "max": values.max(axis=0).tolist(),
+        "mean": values.mean(axis=0).tolist(),
+        "std": values.std(axis=0).tolist(),
+        "count": [int(len(values))],
+    }
+
+
+class ImageStats:
+    """Running per-channel statistics of frames in [0, 1] (LeRobot stores them as (3, 1, 1))."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.total = np.zeros(3)
+        self.total_sq = np.zeros(3)
+        self.lo = np.full(3, np.inf)
+        self.hi = np.full(3, -np.inf)
+        self.frames = 0
+
+    def update(self, frames: np.ndarray) -> None:
+        sample = frames[:, ::4, ::4].reshape(-1, 3).astype(np.float64) / 255.0
+        self.n += len(sample)
+        self.total += sample.sum(axis=0)
+        self.total_sq += (sample**2).sum(axis=0)
+        self.lo = np.minimum(self.lo, sample.min(axis=0))
+        self.hi = np.maximum(self.hi, sample.max(axis=0))
+        self.frames += len(frames)
+
+    def as_dict(self) -> dict[str, list]:
+        mean = self.total / max(self.n, 1)
+        std = np.sqrt(np.maximum(self.total_sq / max(self.n, 1) - mean**2, 0))
+
+        def chw(v: np.ndarray) -> list:
+            return [[[float(x)]] for x in v]
+
+        return {
+            "min": chw(self.lo),
+            "max": chw(self.hi),
+            "mean": chw(mean),
+            "std": chw(std),
+            "count": [self.frames],
+        }
+
+
+def render_episode(
+    view_row: Mapping[str, Any],
+    latent_row: Mapping[str, Any] | None,
+    fps: float,
+    width: int,
+    height: int,
+    min_frames: int,
+    crf: int,
+) -> dict[str, Any]:
+    """One clip as an episode: MP4 bytes, per-frame actions and image statistics."""
+    uri, start, end, src_fps, size = source_span(view_row)
+    offsets = resample_indices(end - start, src_fps, fps)
+    if len(offsets) < min_frames:
+        raise ValueError(f"{len(offsets)} frames at {fps:g} fps < {min_frames}")
+    stats = ImageStats()
+
+    def frames():
+        for chunk in iter_source_frames(uri, [start + o for o in offsets], width, height, size):
+            stats.update(chunk)
+            yield chunk
+
+    video = encode_mp4(frames(), fps, crf=crf)
+    lat = latent_row or {}
+    actions, alignment = align_latent_actions(
+        lat.get("latent_actions"), lat.get("latent_actions_shape"), lat.get("lam_stride"), offsets
+    )
+    per_frame = np.zeros((len(offsets), LATENT_DIM), dtype=np.float32)
+    if actions is not None:
+        per_frame[: len(actions)] = actions[:, :LATENT_DIM].astype(np.float32)
+    return {
+        "video": video,
+        "actions": per_frame,
+        "image_stats": stats.as_dict(),
+        "alignment": alignment,
+        "offsets": offsets,
+    }
+
+
+def export_lerobot(
+    catalog: Catalog,
+    out: str,
+    query: str | None = None,
+    task: str | None = None,
+    fps: float = 10.0,
+    width: int = 640,
+    height: int = 480,
+    min_frames: int = 2,
+    val_fraction: float = 0.0,
+    robot_type: str = "human_egocentric",
+    chunks_size: int = 1000,
+    crf: int = 20,
+    thresholds: Mapping[str, float] | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> ExportReport:
+    """Write the selected clips as a LeRobot v2.1 dataset with latent actions as ``action``.
+
+    Episodes are ordered train first, then validation (split by a hash of ``video_id``), and
+    ``info.json``'s ``splits`` gives both ranges.
+    """
+    started = time.perf_counter()
+    root = prepare_out(out, MARKER)
+    for stale in ("data", "videos", "meta"):  # an earlier export of ours: replace it whole
+        shutil.rmtree(root / stale, ignore_errors=True)
+    view = select_clips(catalog, query, task, thresholds).to_pylist()
+    latents = latents_for(catalog, [r["clip_id"] for r in view])
+    view.sort(
+        key=lambda r: (split_of(r.get("video_id") or r["clip_id"], val_fraction) != "train", r["clip_id"])
+    )
+    report = ExportReport(out=str(root))
+
+    def build(row: dict) -> dict[str, Any]:
+        return render_episode(row, latents.get(row["clip_id"]), fps, width, height, min_frames, crf)
+
+    tasks: dict[str, int] = {}
+    episodes, episode_stats, sidecar = [], [], []
+    all_actions, all_scalars = [], {name: [] for name in SCALARS}
+    n_train = 0
+    index = 0
+    workers = workers or max(1, os.cpu_count() or 1)
+    for row, result in tqdm(
+        ordered_map(build, view, workers), total=len(view), desc="lerobot", disable=not progress
+    ):
+        if isinstance(result, Exception):
+            report.skipped[row["clip_id"]] = f"{type(result).__name__}: {result}"
+            continue
+        episode = len(episodes)
+        chunk = episode // chunks_size
+        label = first_present(row.get("task"), row.get("task_text"), "untitled")
+        task_index = tasks.setdefault(label, len(tasks))
+        length = len(result["offsets"])
+        frame_index = np.arange(length, dtype=np.int64)
+        columns = {
+            "action": result["actions"],
+            "timestamp": (frame_index / fps).astype(np.float32),
+            "frame_index": frame_index,
+            "episode_index": np.full(length, episode, dtype=np.int64),
+            "index": np.arange(index, index + length, dtype=np.int64),
+            "task_index": np.full(length, task_index, dtype=np.int64),
+            TASK_COLUMN: np.full(length, task_index, dtype=np.int64),
+        }
+        table = pa.table(
+            {
+                "action": pa.FixedSizeListArray.from_arrays(pa.array(result["actions"].ravel()), LATENT_DIM),
+                **{name: pa.array(columns[name]) for name in SCALARS},
+            },
+            schema=data_schema(),
+        )
+        data_path = root / DATA_PATH.format(episode_chunk=chunk, episode_index=episode)
+        data_path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, data_path)
+        _write_atomic(
+            root / VIDEO_PATH.format(episode_chunk=chunk, video_key=VIDEO_KEY, episode_index=episode),
+            result["video"],
+        )
+        episodes.append({"episode_index": episode, "tasks": [label], "length": length})
+        stats = {"action": array_stats(result["actions"]), VIDEO_KEY: result["image_stats"]}
+        for name in SCALARS:
+            stats[name] = array_stats(columns[name][:, None])
+            all_scalars[name].append(columns[name])
+        episode_stats.append({"episode_index": episode, "stats": stats})
+        all_actions.append(result["actions"])
+        if split_of(row.get("video_id") or row["clip_id"], val_fraction) == "train":
+            n_train += 1
+        sidecar.append(
+            {
+                "episode_index": episode,
+                "clip_id": row["clip_id"],
+                "video_id": row.get("video_id"),
+                "uri": row.get("uri"),
+                "start_frame": row.get("start_frame"),
+                "end_frame": row.get("end_frame"),
+                "task": label,
+                "has_latent_actions": result["alignment"] is not None,
+                "latent_actions_alignment": result["alignment"],
+            }
+        )
+        index += length
+        report.written += 1
+
+    meta = root / "meta"
+    meta.mkdir(parents=True, exist_ok=True)
+    total = len(episodes)
+    fps_value: float | int = int(fps) if float(fps).is_integer() else float(fps)
+    splits = {"train": f"0:{n_train}"}
+    if n_train < total:
+        splits["val"] = f"{n_train}:{total}"
+    info = {
+        "codebase_version": CODEBASE_VERSION,
+        "robot_type": robot_type,
+        "total_episodes": total,
+        "total_frames": index,
+        "total_tasks": len(tasks),
+        "total_videos": total,
+        "total_chunks": -(-total // chunks_size) if total else 0,
+        "chunks_size": chunks_size,
+        "fps": fps_value,
+        "splits": splits,
+        "data_path": DATA_PATH,
+        "video_path": VIDEO_PATH,
+        "features": features(fps_value, width, height),
+    }
+    (meta / "info.json").write_text(json.dumps(info, indent=4))
+    _jsonl(meta / "episodes.jsonl", episodes)
+    _jsonl(meta / "tasks.jsonl", [{"task_index": i, "task": t} for t, i in tasks.items()])
+    _jsonl(meta / "episodes_stats.jsonl", episode_stats)
+    (meta / "stats.json").write_text(
+        json.dumps(dataset_stats(all_actions, all_scalars, episode_stats), indent=2)
+    )
+    (meta / "modality.json").write_text(json.dumps(modality(), indent=2))
+    pq.write_table(
+        pa.Table.from_pylist(sidecar) if sidecar else pa.table({"episode_index": pa.array([], pa.int64())}),
+        meta / "egocurate_episodes.parquet",
+    )
+    marker = {
+        "created": datetime.now(UTC).isoformat(),
+        "catalog": catalog.root,
+        "catalog_version": catalog_version(catalog),
+        "query": query or DEFAULT_QUERY,
+        "task": task,
+        "skipped": report.skipped,
+    }
+    (root / MARKER).write_text(json.dumps(marker, indent=2))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def dataset_stats(
+    actions: list[np.ndarray], scalars: Mapping[str, list[np.ndarray]], episode_stats: list[dict]
+) -> dict[str, Any]:
+    """stats.json: mean/std/min/max/q01/q99 per numeric feature, and pooled image statistics."""
+    out: dict[str, Any] = {}
+    arrays = {"action": np.concatenate(actions) if actions else np.zeros((0, LATENT_DIM))}
+    arrays.update({k: np.concatenate(v)[:, None] if v else np.zeros((0, 1)) for k, v in scalars.items()})
+    for name, values in arrays.items():
+        if len(values) == 0:
+            continue
+        values = values.astype(np.float64)
+        out[name] = {
+            "mean": values.mean(axis=0).tolist(),
+            "std": values.std(axis=0).tolist(),
+            "min": values.min(axis=0).tolist(),
+            "max": values.max(axis=0).tolist(),
+            "q01": np.quantile(values, 0.01, axis=0).tolist(),
+            "q99": np.quantile(values, 0.99, axis=0).tolist(),
+        }
+    images = [e["stats"][VIDEO_KEY] for e in episode_stats]
+    if images:
+        weights = np.array([s["count"][0] for s in images], dtype=np.float64)
+        mean = np.average([np.array(s["mean"]) for s in images], axis=0, weights=weights)
+        sq = np.average(
+            [np.array(s["std"]) ** 2 + np.array(s["mean"]) ** 2 for s in images], axis=0, weights=weights
+        )
+        out[VIDEO_KEY] = {
+            "mean": mean.tolist(),
+            "std": np.sqrt(np.maximum(sq - mean**2, 0)).tolist(),
+            "min": np.min([s["min"] for s in images], axis=0).tolist(),
+            "max": np.max([s["max"] for s in images], axis=0).tolist(),
+        }
+    return out
+
+
+def modality() -> dict[str, Any]:
+    """GR00T's meta/modality.json: how the packed columns split into named modalities."""
+    return {
+        "state": {},
+        "action": {"latent_action": {"start": 0, "end": LATENT_DIM}},
+        "video": {"ego_view": {"original_key": VIDEO_KEY}},
+        "annotation": {"human.task_description": {"original_key": TASK_COLUMN}},
+    }

@@ -1,0 +1,565 @@
+"""Training shards: Parquet files of ready-to-train clips, written from a query over the catalog.
+
+One row per clip: the clip as H.264 MP4 bytes at the training resolution and frame rate, its
+tokenizer latents and latent actions (when the catalog has them), labels, source and quality.
+Rows are written in a seeded hash order, so every shard and row group is a random mix of videos;
+the streaming loader then only needs a shard permutation and a bounded buffer to shuffle well.
+
+Train and validation are split by a hash of ``video_id``. Shards are closed, then renamed into
+place; the manifest is published last and atomically, then the shards are registered in the
+``shards`` table. A writer killed at any point leaves no manifest entry pointing at a partial file.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from egocurate.catalog import tables
+from egocurate.catalog.clipmedia import encode_mp4, iter_source_frames, resample_indices
+from egocurate.catalog.manifest import Manifest, ShardInfo, filesystem, join, write_manifest
+from egocurate.catalog.selection import (
+    DEFAULT_QUERY,
+    catalog_version,
+    latents_for,
+    select_clips,
+    shuffled_ids,
+    split_of,
+)
+from egocurate.catalog.store import Catalog
+
+MB = 1 << 20
+SHARD_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("video_id", pa.string()),
+        ("split", pa.string()),
+        ("source", pa.string()),
+        ("dataset", pa.string()),
+        ("uri", pa.string()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("fps", pa.float32()),
+        ("num_frames", pa.int32()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("video", pa.binary()),  # H.264 MP4 bytes at the training resolution and fps
+        ("latent", pa.binary()),  # tokenizer latent, bfloat16 little-endian bytes
+        ("latent_shape", pa.list_(pa.int32())),
+        ("latent_dtype", pa.string()),
+        ("tokenizer_id", pa.string()),
+        ("latent_mean", pa.list_(pa.float32())),  # per-channel normalisation of the latent
+        ("latent_std", pa.list_(pa.float32())),
+        ("latent_window_starts", pa.list_(pa.int64())),  # source frame of each encoded window
+        ("latent_window_frames", pa.int32()),
+        ("latent_actions", pa.binary()),  # (num_frames-1, 32) float16, row i = frames (i, i+1) of `video`
+        ("latent_actions_shape", pa.list_(pa.int32())),
+        ("latent_actions_dtype", pa.string()),
+        ("latent_actions_alignment", pa.string()),  # "exact" (LAM rate = video rate) or "nearest"
+        ("lam_model_id", pa.string()),
+        ("lam_stride", pa.int32()),
+        ("task", pa.string()),
+        ("scene", pa.string()),
+        ("verb", pa.string()),
+        ("objects", pa.list_(pa.string())),
+        ("caption", pa.string()),
+        ("label_source", pa.string()),
+        ("quality", pa.map_(pa.string(), pa.float32())),
+    ]
+)
+# Columns holding array bytes, each with the companion columns needed to decode it.
+ARRAY_COLUMNS = {
+    "latent": ("latent_shape", "latent_dtype"),
+    "latent_actions": ("latent_actions_shape", "latent_actions_dtype"),
+}
+INCOMPRESSIBLE = ("video", "latent")
+
+
+@dataclass(frozen=True)
+class ShardParams:
+    """How clips are rendered and packed (recorded in the manifest)."""
+
+    fps: float | None = None  # None: the latent-action model's rate (native / lam_stride), else native
+    width: int = 640
+    height: int = 480
+    crf: int = 23
+    gop: int | None = None  # keyframe interval in frames; default one second
+    min_frames: int = 13  # the DreamDojo adapter reads 13-frame windows
+    target_bytes: int = 512 * MB
+    row_group_bytes: int = 32 * MB
+    row_group_rows: int = 4096
+    val_fraction: float = 0.05
+    split_salt: str = "egocurate-split"
+    seed: int = 0
+
+
+@dataclass
+class WriteReport:
+    """What a shard write produced and what it left out (and why)."""
+
+    manifest_url: str
+    manifest: Manifest
+    skipped: dict[str, str] = field(default_factory=dict)  # clip_id -> reason
+    seconds: float = 0.0
+
+
+# ----------------------------------------------------------------------------- arrays
+def bf16_bytes(array: Any) -> tuple[bytes, list[int]]:
+    """(bfloat16 little-endian bytes, shape) of a float array or tensor (rounded to nearest even)."""
+    if hasattr(array, "detach"):
+        import torch
+
+        t = array.detach().to(torch.bfloat16).contiguous().cpu()
+        return t.view(torch.int16).numpy().astype("<i2").tobytes(), [int(s) for s in t.shape]
+    bits = np.ascontiguousarray(np.asarray(array, dtype=np.float32)).view(np.uint32)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
+    return rounded.tobytes(), [int(s) for s in bits.shape]
+
+
+def load_latent(
+    uri: str, shape: list[int] | None, storage_options: dict | None = None
+) -> tuple[bytes, list[int]]:
+    """A tokenizer latent from `latent_uri` as bf16 bytes + shape (.safetensors, .npy, .pt or raw bf16)."""
+    fs, path = filesystem(uri, storage_options)
+    with fs.open(path, "rb") as fh:
+        data = fh.read()
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load
+
+        tensors = load(data)
+        tensor = tensors.get("latent", next(iter(tensors.values())))
+        return bf16_bytes(tensor)
+    if path.endswith(".npy"):
+        import io
+
+        return bf16_bytes(np.load(io.BytesIO(data), allow_pickle=False))
+    if path.endswith((".pt", ".pth")):
+        import io
+
+        import torch
+
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        tensor = obj.get("latent", next(iter(obj.values()))) if isinstance(obj, dict) else obj
+        return bf16_bytes(tensor)
+    if not shape:
+        raise ValueError(f"raw latent {uri} has no shape in clip_latents")
+    return data, [int(s) for s in shape]
+
+
+# ----------------------------------------------------------------------------- rows
+def first_present(*values: Any) -> Any:
+    """The first value that is neither None nor an empty string."""
+    for value in values:
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def quality_scores(view_row: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """The clip's float quality scores from the view (whatever the quality table holds)."""
+    out = []
+    for fld in tables.CLIP_QUALITY.schema:
+        if pa.types.is_floating(fld.type) and fld.name not in ("duration_s", "fps"):
+            value = view_row.get(fld.name)
+            if value is not None and value == value:
+                out.append((fld.name, float(value)))
+    return out
+
+
+def source_span(view_row: Mapping[str, Any]) -> tuple[str, int, int, float, tuple[int, int] | None]:
+    """(uri, start frame, end frame, fps, (width, height)) to decode a clip from."""
+    fps = float(first_present(view_row.get("fps"), view_row.get("video_fps"), 30.0))
+    clip_uri = view_row.get("clip_uri")
+    if clip_uri:
+        n = int(view_row.get("num_frames") or 0)
+        size = (view_row.get("width"), view_row.get("height"))
+        return clip_uri, 0, n, fps, size if all(size) else None
+    size = (view_row.get("video_width"), view_row.get("video_height"))
+    return (
+        view_row["uri"],
+        int(view_row["start_frame"]),
+        int(view_row["end_frame"]),
+        fps,
+        size if all(size) else None,
+    )
+
+
+def clip_offsets(
+    num_frames: int, src_fps: float, fps: float | None, lam_stride: int | None
+) -> tuple[list[int], float]:
+    """(source frame offsets, output fps) of a rendered clip.
+
+    `fps` None renders at the latent-action model's rate (every `lam_stride`-th frame, the frames
+    the LAM saw), so latent actions line up exactly with consecutive frames; native rate otherwise.
+    """
+    if fps is None:
+        stride = max(1, int(lam_stride or 1))
+        return list(range(0, num_frames, stride)), src_fps / stride
+    return resample_indices(num_frames, src_fps, fps), float(fps)
+
+
+def align_latent_actions(
+    data: bytes | None, shape: list[int] | None, lam_stride: int | None, offsets: list[int]
+) -> tuple[np.ndarray | None, str | None]:
+    """Latent actions for consecutive frame pairs of a clip rendered at source `offsets`.
+
+    The LAM's row k covers source frames (k*stride, (k+1)*stride) of the clip. A rendered pair
+    (offsets[i], offsets[i+1]) takes the nearest row; "exact" when every pair is a LAM pair.
+    """
+    if data is None or not shape or len(offsets) < 2:
+        return None, None
+    actions = np.frombuffer(data, dtype="<f2").reshape([int(x) for x in shape])
+    stride = max(1, int(lam_stride or 1))
+    starts = np.asarray(offsets[:-1], dtype=np.float64)
+    rows = np.clip(np.floor(starts / stride + 0.5).astype(np.int64), 0, len(actions) - 1)
+    gaps = np.diff(np.asarray(offsets))
+    exact = bool(
+        np.all(np.asarray(offsets[:-1]) % stride == 0)
+        and np.all(gaps == stride)
+        and starts[-1] / stride < len(actions)
+    )
+    return actions[rows], ("exact" if exact else "nearest")
+
+
+def render_clip(
+    view_row: Mapping[str, Any], params: ShardParams, lam_stride: int | None = None
+) -> tuple[bytes, list[int], float]:
+    """(MP4 bytes, source frame offsets, fps) of one clip at the training resolution and frame rate."""
+    uri, start, end, src_fps, size = source_span(view_row)
+    offsets, out_fps = clip_offsets(end - start, src_fps, params.fps, lam_stride)
+    if len(offsets) < params.min_frames:
+        raise ClipTooShort(f"{len(offsets)} frames at {out_fps:g} fps < min_frames {params.min_frames}")
+    frames = iter_source_frames(uri, [start + o for o in offsets], params.width, params.height, size)
+    return encode_mp4(frames, out_fps, crf=params.crf, gop=params.gop), offsets, out_fps
+
+
+class ClipTooShort(ValueError):
+    """The clip has fewer frames than the consumer needs (after resampling)."""
+
+
+def shard_row(
+    view_row: Mapping[str, Any],
+    latent_row: Mapping[str, Any] | None,
+    split: str,
+    params: ShardParams,
+    storage_options: dict | None = None,
+) -> dict[str, Any]:
+    """One shard row: the rendered clip plus latents, labels, source and quality."""
+    lat = latent_row or {}
+    video, offsets, fps = render_clip(view_row, params, lat.get("lam_stride"))
+    latent, latent_shape = None, None
+    if lat.get("latent"):  # stored inline (bf16 bytes)
+        latent, latent_shape = lat["latent"], lat.get("latent_shape")
+    elif lat.get("latent_uri"):
+        latent, latent_shape = load_latent(lat["latent_uri"], lat.get("latent_shape"), storage_options)
+    actions, alignment = align_latent_actions(
+        lat.get("latent_actions"), lat.get("latent_actions_shape"), lat.get("lam_stride"), offsets
+    )
+    return {
+        "clip_id": view_row["clip_id"],
+        "video_id": view_row.get("video_id"),
+        "split": split,
+        "source": view_row.get("source"),
+        "dataset": view_row.get("dataset"),
+        "uri": view_row.get("uri"),
+        "start_s": view_row.get("start_s"),
+        "end_s": view_row.get("end_s"),
+        "fps": fps,
+        "num_frames": len(offsets),
+        "width": params.width,
+        "height": params.height,
+        "video": video,
+        "latent": latent,
+        "latent_shape": latent_shape,
+        "latent_dtype": "bfloat16" if latent is not None else None,
+        "tokenizer_id": lat.get("tokenizer_id"),
+        "latent_mean": lat.get("latent_mean"),
+        "latent_std": lat.get("latent_std"),
+        "latent_window_starts": lat.get("window_starts"),
+        "latent_window_frames": lat.get("window_frames"),
+        "latent_actions": None if actions is None else actions.astype("<f2").tobytes(),
+        "latent_actions_shape": None if actions is None else list(actions.shape),
+        "latent_actions_dtype": None if actions is None else "float16",
+        "latent_actions_alignment": alignment,
+        "lam_model_id": lat.get("lam_model_id"),
+        "lam_stride": lat.get("lam_stride"),
+        "task": first_present(view_row.get("task"), view_row.get("task_text")),
+        "scene": view_row.get("scene"),
+        "verb": view_row.get("verb"),
+        "objects": view_row.get("objects"),
+        "caption": first_present(view_row.get("caption"), view_row.get("text"), view_row.get("task_text")),
+        "label_source": view_row.get("label_source"),
+        "quality": quality_scores(view_row),
+    }
+
+
+def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) -> Iterator[tuple[Any, Any]]:
+    """(item, result or exception) in input order, with at most 2 x `workers` results in flight."""
+    if workers <= 1:
+        for item in items:
+            try:
+                yield item, fn(item)
+            except Exception as exc:  # noqa: BLE001 - reported per clip, the write goes on
+                yield item, exc
+        return
+    pending: collections.deque = collections.deque()
+    with ThreadPoolExecutor(workers) as pool:
+        for item in items:
+            pending.append((item, pool.submit(fn, item)))
+            if len(pending) >= 2 * workers:
+                head, fut = pending.popleft()
+                yield head, fut.exception() or fut.result()
+        while pending:
+            head, fut = pending.popleft()
+            yield head, fut.exception() or fut.result()
+
+
+# ----------------------------------------------------------------------------- files
+def _row_bytes(row: Mapping[str, Any]) -> int:
+    return sum(len(v) for v in row.values() if isinstance(v, bytes | bytearray)) + 256
+
+
+class ShardFileWriter:
+    """Packs rows into Parquet shards of about `target_bytes`, in row groups of `row_group_bytes`.
+
+    Local shards are written under a temporary name and renamed when closed; object stores publish
+    an object only when its upload completes, so they are written in place.
+    """
+
+    def __init__(
+        self,
+        out: str,
+        split: str,
+        run_id: str,
+        schema: pa.Schema = SHARD_SCHEMA,
+        target_bytes: int = 512 * MB,
+        row_group_bytes: int = 32 * MB,
+        row_group_rows: int = 4096,
+        storage_options: dict | None = None,
+    ):
+        self.out, self.split, self.run_id, self.schema = out, split, run_id, schema
+        self.target_bytes, self.row_group_bytes, self.row_group_rows = (
+            target_bytes,
+            row_group_bytes,
+            row_group_rows,
+        )
+        self.fs, self.base = filesystem(out, storage_options)
+        self.local = "file" in (
+            self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        )
+        self.shards: list[ShardInfo] = []
+        self._rows: list[dict] = []
+        self._pending_bytes = 0
+        self._file = None
+        self._writer: pq.ParquetWriter | None = None
+        self._groups: list[int] = []
+        self._shard_bytes = 0
+        self._path = ""
+        self._tmp = ""
+
+    def _open(self) -> None:
+        rel = f"{self.split}/shard-{len(self.shards):05d}-{self.run_id}.parquet"
+        self._path = rel
+        final = f"{self.base.rstrip('/')}/{rel}"
+        self._tmp = f"{final}.partial" if self.local else final
+        self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+        self._file = self.fs.open(self._tmp, "wb")
+        names = self.schema.names
+        self._writer = pq.ParquetWriter(
+            self._file,
+            self.schema,
+            compression={n: ("none" if n in INCOMPRESSIBLE else "zstd") for n in names},
+            write_statistics=[n for n in names if n not in INCOMPRESSIBLE and n not in ARRAY_COLUMNS],
+            use_dictionary=[f.name for f in self.schema if pa.types.is_string(f.type)],
+        )
+        self._groups = []
+        self._shard_bytes = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._rows.append(row)
+        self._pending_bytes += _row_bytes(row)
+        if self._pending_bytes >= self.row_group_bytes or len(self._rows) >= self.row_group_rows:
+            self._flush_group()
+
+    def _flush_group(self) -> None:
+        if not self._rows:
+            return
+        if self._writer is None:
+            self._open()
+        table = pa.Table.from_pylist(self._rows, schema=self.schema)
+        self._writer.write_table(table, row_group_size=table.num_rows)
+        self._groups.append(table.num_rows)
+        # The Parquet writer holds the last row group until the next one starts, so the file
+        # position lags; the payload (mostly incompressible media bytes) is the better measure.
+        self._shard_bytes += self._pending_bytes
+        self._rows, self._pending_bytes = [], 0
+        if max(self._file.tell(), self._shard_bytes) >= self.target_bytes:
+            self._close_shard()
+
+    def _close_shard(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._file.close()
+        final = f"{self.base.rstrip('/')}/{self._path}"
+        if self._tmp != final:
+            self.fs.mv(self._tmp, final)
+        size = int(self.fs.size(final))
+        self.shards.append(
+            ShardInfo(
+                path=self._path,
+                split=self.split,
+                rows=sum(self._groups),
+                bytes=size,
+                row_groups=list(self._groups),
+                url=join(self.out, self._path),
+            )
+        )
+        self._writer, self._file = None, None
+
+    def close(self) -> list[ShardInfo]:
+        self._flush_group()
+        self._close_shard()
+        return self.shards
+
+
+def write_rows(
+    rows: Iterable[dict[str, Any]],
+    out: str,
+    split: str,
+    run_id: str | None = None,
+    schema: pa.Schema = SHARD_SCHEMA,
+    storage_options: dict | None = None,
+    **sizes: int,
+) -> list[ShardInfo]:
+    """Pack already-built rows of one split into shard files (no manifest); returns what was written."""
+    writer = ShardFileWriter(
+        out, split, run_id or uuid.uuid4().hex[:8], schema, storage_options=storage_options, **sizes
+    )
+    for row in rows:
+        writer.add(row)
+    return writer.close()
+
+
+def schema_description(schema: pa.Schema) -> list[dict[str, str]]:
+    return [{"name": f.name, "type": str(f.type)} for f in schema]
+
+
+# ----------------------------------------------------------------------------- the writer
+def write_shards(
+    catalog: Catalog,
+    out: str,
+    query: str | None = None,
+    task: str | None = None,
+    params: ShardParams | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    workers: int | None = None,
+    storage_options: dict | None = None,
+    register: bool = True,
+    progress: bool = True,
+) -> WriteReport:
+    """Write training shards of the clips `query` (SQL over `clip_view`) selects, plus the manifest.
+
+    Clips too short for `params.min_frames` or that fail to decode are left out and reported.
+    """
+    started = time.perf_counter()
+    params = params or ShardParams()
+    run_id = uuid.uuid4().hex[:8]
+    versions = catalog_version(catalog)
+    view = select_clips(catalog, query, task, thresholds)
+    rows_by_id = {row["clip_id"]: row for row in view.to_pylist()}
+    latents = latents_for(catalog, list(rows_by_id))
+    by_split: dict[str, list[str]] = {"train": [], "val": []}
+    for cid, row in rows_by_id.items():
+        by_split[split_of(row.get("video_id") or cid, params.val_fraction, params.split_salt)].append(cid)
+
+    skipped: dict[str, str] = {}
+    shards: list[ShardInfo] = []
+    splits: dict[str, dict[str, int]] = {}
+    workers = workers or max(1, os.cpu_count() or 1)
+    bar = tqdm(total=len(rows_by_id), desc="shards", unit="clip", disable=not progress)
+    for split, ids in by_split.items():
+        writer = ShardFileWriter(
+            out,
+            split,
+            run_id,
+            SHARD_SCHEMA,
+            params.target_bytes,
+            params.row_group_bytes,
+            params.row_group_rows,
+            storage_options,
+        )
+
+        def build(cid: str, split: str = split) -> dict[str, Any]:
+            return shard_row(rows_by_id[cid], latents.get(cid), split, params, storage_options)
+
+        for cid, result in ordered_map(build, shuffled_ids(ids, params.seed), workers):
+            bar.update(1)
+            if isinstance(result, Exception):
+                skipped[cid] = f"{type(result).__name__}: {result}"
+                continue
+            writer.add(result)
+        written = writer.close()
+        shards.extend(written)
+        splits[split] = {
+            "rows": sum(s.rows for s in written),
+            "shards": len(written),
+            "videos": len({rows_by_id[c].get("video_id") for c in ids if c not in skipped}),
+        }
+    bar.close()
+
+    manifest = Manifest(
+        shards=shards,
+        schema=schema_description(SHARD_SCHEMA),
+        query=(query or DEFAULT_QUERY) + (f" /* task GLOB {task!r} */" if task else ""),
+        catalog=catalog.root,
+        catalog_version=versions,
+        created=datetime.now(UTC).isoformat(),
+        run_id=run_id,
+        params={
+            **params.__dict__,
+            "thresholds": dict(thresholds or {}),
+            "task": task,
+            "skipped": len(skipped),
+        },
+        splits=splits,
+    )
+    murl = write_manifest(manifest, out, storage_options)
+    if register and shards:
+        register_shards(catalog, manifest, murl)
+    return WriteReport(murl, manifest, skipped, time.perf_counter() - started)
+
+
+def register_shards(catalog: Catalog, manifest: Manifest, manifest_uri: str) -> int:
+    """Record each shard of `manifest` in the catalog's `shards` table (one transaction)."""
+    now = datetime.now(UTC)
+    rows = pa.Table.from_pylist(
+        [
+            {
+                "shard_uri": shard.url,
+                "split": shard.split,
+                "rows": shard.rows,
+                "bytes": shard.bytes,
+                "query": manifest.query,
+                "catalog_version": json.dumps(manifest.catalog_version, sort_keys=True),
+                "manifest_uri": manifest_uri,
+                "time": now,
+            }
+            for shard in manifest.shards
+        ],
+        schema=tables.SHARDS.schema,
+    )
+    return catalog.append(tables.SHARDS, rows, operation="shards.write")

@@ -1,0 +1,265 @@
+"""CLIP embeddings per clip: K evenly spaced frames, L2-normalised, mean-pooled, normalised again.
+
+The model is only a name in config (open_clip): a built-in architecture with a pretrained tag
+(default ``ViT-B-32`` / ``laion2b_s34b_b79k``), an ``hf-hub:`` or ``local-dir:`` id, or the path of
+a model-config JSON. ``pretrained`` is a tag, a local checkpoint file or null (random init from
+``seed``, what tests and the demo use with the tiny config shipped in ``model_configs/``). Tags load
+from the Hugging Face cache; set ``HF_HUB_OFFLINE=1`` to forbid any download.
+
+On a GPU the stage asks the engine for one (Ray gives each actor its own), runs under bf16 autocast
+and decodes the next clips on a CPU thread while the model runs (one thread: decord readers are
+not thread-safe).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from egocurate.catalog import tables
+from egocurate.filters.frames import ClipSource, clip_source, short_side_size
+from egocurate.filters.vectors import encode_vectors
+from egocurate.ingest.decode import read_frames, sample_indices
+
+MODEL_CONFIGS = Path(__file__).with_name("model_configs")
+TINY_MODEL = (
+    "egocurate-tiny-clip"  # random-init test/demo architecture (model_configs/egocurate-tiny-clip.json)
+)
+
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+def model_id_for(model: str, pretrained: str | None, seed: int) -> str:
+    """The id stored with every vector: which weights produced it (vectors of two ids never mix)."""
+    name = Path(model).stem if model.endswith(".json") else model
+    if not pretrained:
+        return f"{name}:random-init-seed{seed}"
+    weights = Path(pretrained).name if os.path.sep in pretrained else pretrained
+    return f"{name}:{weights}"
+
+
+def load_model(
+    model: str, pretrained: str | None, seed: int, device: str, cache_dir: str | None = None
+) -> Any:
+    """An open_clip model in eval mode on `device` (random init is seeded, so every worker agrees)."""
+    import open_clip
+    import torch
+
+    open_clip.add_model_config(MODEL_CONFIGS)
+    name = model
+    if model.endswith(".json"):
+        open_clip.add_model_config(model)
+        name = Path(model).stem
+    if not pretrained:
+        torch.manual_seed(seed)
+    clip = open_clip.create_model(name, pretrained=pretrained or None, device=device, cache_dir=cache_dir)
+    return clip.eval()
+
+
+def center_crop(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Centre crop (N, H, W, 3) frames to (height, width) = `size` (CLIP's crop after its resize)."""
+    height, width = frames.shape[1:3]
+    top, left = max(0, (height - size[0]) // 2), max(0, (width - size[1]) // 2)
+    return frames[:, top : top + size[0], left : left + size[1]]
+
+
+def pool(frame_embeddings: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+    """Per clip: L2-normalise its frames' embeddings, average them, normalise the mean."""
+    normed = frame_embeddings / np.maximum(np.linalg.norm(frame_embeddings, axis=1, keepdims=True), 1e-12)
+    out, offset = [], 0
+    for count in counts:
+        mean = normed[offset : offset + count].mean(axis=0)
+        out.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+        offset += count
+    return np.stack(out) if out else np.zeros((0, frame_embeddings.shape[1]), np.float32)
+
+
+class EmbedStage:
+    """One CLIP vector per clip (float16 bytes, see ``filters.vectors``, with its model id) from K frames."""
+
+    name = "embed"
+    input_key = "clip_id"
+    output_table = tables.CLIP_EMBEDDINGS.name
+
+    def __init__(
+        self,
+        model: str = "ViT-B-32",
+        pretrained: str | None = "laion2b_s34b_b79k",
+        seed: int = 0,
+        num_frames: int = 4,
+        batch_size: int = 32,
+        frame_batch_size: int = 128,
+        device: Device = "auto",
+        precision: Precision = "auto",
+        prefetch: bool = True,
+        cache_dir: str | None = None,
+        cpus: float | None = None,
+        gpus: float | None = None,
+        concurrency: int | None = None,
+    ):
+        if num_frames < 1 or frame_batch_size < 1:
+            raise ValueError("num_frames and frame_batch_size must be >= 1")
+        self.model_name, self.pretrained, self.seed = model, pretrained, seed
+        self.num_frames, self.frame_batch_size = num_frames, frame_batch_size
+        self.device_choice, self.precision, self.cache_dir = device, precision, cache_dir
+        self.prefetch = prefetch
+        self.model_id = model_id_for(model, pretrained, seed)
+        if gpus is None:
+            gpus = 1.0 if device == "cuda" or (device == "auto" and _cuda_available()) else 0.0
+        self.threads = None if cpus is None else max(1, int(cpus))  # torch threads, only when asked
+        self.resources: dict[str, Any] = {"cpus": cpus or 1.0, "gpus": gpus, "batch_size": batch_size}
+        if concurrency is not None:
+            self.resources["concurrency"] = concurrency
+        self._model: Any = None
+
+    # ------------------------------------------------------------------ model
+    def setup(self) -> None:
+        """Load the model once per worker and pick device and precision."""
+        import torch
+
+        if self._model is not None:
+            return
+        device = self.device_choice
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        self._model = load_model(self.model_name, self.pretrained, self.seed, device, self.cache_dir)
+        visual = self._model.visual
+        size = visual.image_size
+        self.image_size = (size, size) if isinstance(size, int) else tuple(size)
+        cfg = getattr(visual, "preprocess_cfg", {}) or {}
+        self.mean = torch.tensor(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)), device=device).view(
+            1, 3, 1, 1
+        )
+        self.std = torch.tensor(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)), device=device).view(
+            1, 3, 1, 1
+        )
+        precision = self.precision
+        if precision == "auto":
+            precision = "bf16" if device == "cuda" else "fp32"
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        if device == "cpu" and self.threads is not None:
+            torch.set_num_threads(self.threads)  # process-wide: only when `cpus` is configured
+
+    def embed_images(self, images: np.ndarray) -> np.ndarray:
+        """Frame embeddings (N, D) float32 of uint8 RGB images already at the model's input size."""
+        import torch
+
+        out = []
+        for offset in range(0, len(images), self.frame_batch_size):
+            chunk = torch.from_numpy(np.ascontiguousarray(images[offset : offset + self.frame_batch_size]))
+            if self.device == "cuda":
+                chunk = chunk.pin_memory().to(self.device, non_blocking=True)
+            x = (chunk.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
+            with (
+                torch.inference_mode(),
+                torch.autocast(
+                    device_type="cuda" if self.device == "cuda" else "cpu",
+                    dtype=self.autocast_dtype or torch.float32,
+                    enabled=self.autocast_dtype is not None,
+                ),
+            ):
+                features = self._model.encode_image(x)
+            out.append(features.float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    # ------------------------------------------------------------------ frames
+    def clip_frames(self, source: ClipSource) -> np.ndarray:
+        """K evenly spaced frames of the clip, resized (short side) and centre-cropped for the model."""
+        indices = sample_indices(source.start, source.end, min(self.num_frames, source.num_frames))
+        target_h, target_w = self.image_size
+        size = short_side_size(source.width, source.height, max(target_h, target_w))
+        frames = read_frames(source.uri, indices, size, rotation=source.rotation)
+        if size is None:  # unknown source size: resize after decoding
+            import cv2
+
+            h, w = frames.shape[1:3]
+            size = short_side_size(w, h, max(target_h, target_w))
+            frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+        return center_crop(frames, (target_h, target_w))
+
+    def _decode(self, row: dict) -> tuple[np.ndarray | None, str | None, str | None]:
+        """(frames, error kind, error message) of one clip."""
+        try:
+            source = clip_source(row)
+        except (KeyError, TypeError, ValueError) as exc:
+            return None, tables.ABSURD_METADATA, str(exc)
+        if source.num_frames < 1:
+            return None, tables.TOO_SHORT, "clip has no frames"
+        try:
+            frames = self.clip_frames(source)
+        except Exception as exc:  # decord raises its own error types for broken files
+            return None, tables.DECODE_ERROR, f"{type(exc).__name__}: {exc}"[:2000]
+        if len(frames) == 0:
+            return None, tables.TOO_SHORT, "no frames decoded"
+        return frames, None, None
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        """Embed a batch, decoding the next group of clips while the model runs on the current one.
+
+        One decoding thread at most: decord readers are not safe to use from several threads.
+        """
+        self.setup()
+        rows = batch.to_pylist()
+        step = max(1, self.frame_batch_size // self.num_frames)
+        groups = [rows[i : i + step] for i in range(0, len(rows), step)]
+        good_rows, vectors, bad = [], [], []
+
+        def decode(group: list[dict]) -> list[tuple[np.ndarray | None, str | None, str | None]]:
+            return [self._decode(row) for row in group]
+
+        with ThreadPoolExecutor(1) as prefetch:
+            pending = prefetch.submit(decode, groups[0]) if groups and self.prefetch else None
+            for index, group in enumerate(groups):
+                decoded = pending.result() if pending is not None else decode(group)
+                following = index + 1 < len(groups) and self.prefetch
+                pending = prefetch.submit(decode, groups[index + 1]) if following else None
+                frames, counts = [], []
+                for row, (clip_frames, kind, message) in zip(group, decoded, strict=True):
+                    if clip_frames is None:
+                        bad.append((row, kind or tables.TOO_SHORT, message or "no frames decoded"))
+                        continue
+                    good_rows.append(row)
+                    frames.append(clip_frames)
+                    counts.append(len(clip_frames))
+                if frames:
+                    vectors.append(pool(self.embed_images(np.concatenate(frames)), counts))
+        return self._table(good_rows, np.concatenate(vectors) if vectors else None, bad)
+
+    def _table(
+        self, rows: list[dict], vectors: np.ndarray | None, bad: list[tuple[dict, str, str]]
+    ) -> pa.Table:
+        n, m = len(rows), len(bad)
+        dim = 0 if vectors is None else int(vectors.shape[1])
+        padded = np.zeros((n + m, dim), np.float16)
+        if vectors is not None:
+            padded[:n] = vectors
+        vector = encode_vectors(padded, missing=np.arange(n + m) >= n)
+        everyone = rows + [b[0] for b in bad]
+        return pa.table(
+            {
+                "clip_id": pa.array([r.get("clip_id") for r in everyone], pa.string()),
+                "video_id": pa.array([r.get("video_id") for r in everyone], pa.string()),
+                "model_id": pa.array([self.model_id] * n + [None] * m, pa.string()),
+                "dim": pa.array([dim] * n + [None] * m, pa.int32()),
+                "vector": vector,
+                tables.ERROR_KIND: pa.array([None] * n + [b[1] for b in bad], pa.string()),
+                tables.ERROR_MESSAGE: pa.array([None] * n + [b[2] for b in bad], pa.string()),
+            }
+        )
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # torch missing or broken CUDA setup: plan for CPU
+        return False

@@ -1,0 +1,113 @@
+"""`egocurate lam …`: train a latent action model on the catalog's clips, convert checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+
+app = typer.Typer(
+    help="Latent action models: train on the catalog's clips, convert checkpoints.", no_args_is_help=True
+)
+console = Console()
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def load_train_config(path: Path | None, overrides: dict | None = None):
+    """A TrainConfig from YAML (its keys are TrainConfig fields), with command-line overrides."""
+    from egocurate.latent_actions.train import TrainConfig
+
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            _fail(f"config not found: {path}")
+        if not isinstance(raw, dict):
+            _fail(f"{path}: expected a mapping of training options")
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return TrainConfig.from_dict(raw)
+    except (TypeError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@app.command("train")
+def train_command(
+    catalog: Annotated[
+        str, typer.Option("--catalog", "-c", envvar="EGOCURATE_CATALOG", help="Catalog root.")
+    ],
+    config: Annotated[Path | None, typer.Option("--config", help="YAML of TrainConfig options.")] = None,
+    checkpoint_dir: Annotated[str | None, typer.Option(help="Overrides checkpoint_dir.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Overrides max_steps.")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="Overrides max_seconds.")] = None,
+    ray_workers: Annotated[
+        int, typer.Option(help="Train on this many Ray Train workers (0: this process).")
+    ] = 0,
+    where: Annotated[
+        str | None, typer.Option(help="SQL filter on the clip rows, e.g. \"split = 'train'\".")
+    ] = None,
+) -> None:
+    """Train a LAM on the catalog's clips (resumes from the newest checkpoint). Under `torchrun`, every
+    rank runs this command and trains on its own shard of clips."""
+    from egocurate.catalog.store import Catalog
+    from egocurate.jobs.inputs import clips
+    from egocurate.latent_actions.train import train, train_with_ray
+
+    cfg = load_train_config(
+        config, {"checkpoint_dir": checkpoint_dir, "max_steps": max_steps, "max_seconds": max_seconds}
+    )
+    rows = clips(Catalog(catalog))
+    if where:
+        import duckdb
+
+        rows = duckdb.sql(f"SELECT * FROM rows WHERE {where}").arrow()
+        rows = rows.read_all() if hasattr(rows, "read_all") else rows
+    rows = [r for r in rows.to_pylist() if r.get("uri")]
+    if not rows:
+        _fail(f"no clips in {catalog}: run the ingest and clips stages first")
+    console.print(f"training on {len(rows)} clips, checkpoints in [bold]{cfg.checkpoint_dir}[/]")
+    if ray_workers:
+        import torch
+
+        result = train_with_ray(rows, cfg, num_workers=ray_workers, use_gpu=torch.cuda.is_available())
+        console.print(result)
+        return
+    _, result = train(rows, cfg)
+    console.print_json(
+        json.dumps(
+            {
+                "steps": result.steps,
+                "seconds": round(result.seconds, 1),
+                "last_mse": result.last_mse,
+                "checkpoint": result.checkpoint,
+            }
+        )
+    )
+
+
+@app.command("convert")
+def convert_command(
+    source: Annotated[Path, typer.Argument(help="A Lightning .ckpt (e.g. DreamDojo's LAM_400k.ckpt).")],
+    target: Annotated[Path, typer.Argument(help="The .safetensors file to write.")],
+    trust_checkpoint: Annotated[
+        bool, typer.Option("--trust-checkpoint", help="Allow full unpickling (only for files you trust).")
+    ] = False,
+) -> None:
+    """Convert a LAM checkpoint to safetensors once, so it never needs unpickling again."""
+    from egocurate.latent_actions.lam import CheckpointError, LatentActionModel
+
+    try:
+        model = LatentActionModel.from_checkpoint(source, trust_checkpoint=trust_checkpoint)
+    except (CheckpointError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    model.save_safetensors(target)
+    console.print(f"wrote [bold]{target}[/] ({model.config})")

@@ -1,0 +1,200 @@
+"""Corpus-level stages: the driver reads the catalog in chunks, calls a pure function, commits once.
+
+Dedup needs every embedding at once, so it cannot run batch by batch like the other stages. Its
+search lives in ``filters.dedup`` (pure: Arrow and NumPy in, groups out); this module feeds it from
+the catalog and writes ``clip_dedup`` as one Delta overwrite (groups can change when clips are
+added, so the whole table is replaced, atomically). A rerun over unchanged inputs does nothing: the
+commit records the input table versions and settings, and the next run compares them first.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+from deltalake import write_deltalake
+from deltalake.transaction import CommitProperties
+
+from egocurate.catalog import tables
+from egocurate.catalog.store import Catalog
+from egocurate.filters.dedup import (
+    DedupStage,
+    PairSink,
+    choose_representatives,
+    dedup_rows,
+    find_groups,
+    overlap_pairs,
+    quality_score,
+)
+from egocurate.filters.vectors import decode_vectors
+from egocurate.jobs.runner import StageSummary
+
+INPUTS_KEY = "egocurate.dedup_inputs"
+QUALITY_COLUMNS = ["clip_id", "blur", "static_fraction", "dark_fraction", "bright_fraction"]
+
+
+class CatalogVectorSource:
+    """`clip_embeddings` of one model, streamed in chunks (a ``filters.dedup.VectorSource``)."""
+
+    def __init__(self, catalog: Catalog, model_id: str | None = None, chunk_rows: int = 65_536):
+        self.catalog, self.chunk_rows = catalog, chunk_rows
+        dataset = catalog.dataset(tables.CLIP_EMBEDDINGS.name)
+        self.dataset: pads.Dataset | None = dataset
+        if dataset is None:
+            self.model_id, self.filter, self.num_rows, self.dim = model_id, None, 0, 0
+            return
+        models = catalog.distinct(tables.CLIP_EMBEDDINGS.name, "model_id")
+        if model_id is None and len(models) > 1:
+            raise ValueError(
+                f"clip_embeddings holds several models {sorted(models)}; set the dedup `model_id`"
+            )
+        self.model_id = model_id or (next(iter(models)) if models else None)
+        # Filters touch small columns only: a filter on `vector` would materialise every vector.
+        self.filter = pc.field("model_id") == self.model_id
+        dims = pc.unique(dataset.to_table(columns=["dim"], filter=self.filter).column("dim")).drop_null()
+        if len(dims) > 1:
+            raise ValueError(f"embeddings of model {self.model_id!r} have several sizes: {dims.to_pylist()}")
+        self.num_rows = dataset.count_rows(filter=self.filter)
+        self.dim = int(dims[0].as_py()) if len(dims) else 0
+
+    def chunks(self) -> Iterator[tuple[pa.Array, np.ndarray]]:
+        if self.dataset is None or not self.num_rows:
+            return
+        # File by file, no read-ahead and no scan threads: buffered batches of other files would hold
+        # hundreds of MB of vectors at corpus scale.
+        for fragment in self.dataset.get_fragments(filter=self.filter):
+            batches = fragment.to_batches(
+                columns=["clip_id", "vector"], filter=self.filter, batch_size=self.chunk_rows,
+                batch_readahead=0, fragment_readahead=0, use_threads=False,
+            )  # fmt: skip
+            for batch in batches:
+                if batch.num_rows:
+                    yield batch.column(0), decode_vectors(batch.column(1), self.dim)
+
+
+def _inputs_fingerprint(catalog: Catalog, stage: DedupStage, model_id: str | None) -> str:
+    versions = {name: catalog.version(name) for name in ("clip_embeddings", "clips", "clip_quality")}
+    settings = {
+        k: v for k, v in asdict(stage.settings).items() if k not in ("use_gpu", "chunk_rows", "group_rows")
+    }
+    record = {
+        "versions": versions,
+        "settings": settings,
+        "min_overlap": stage.min_overlap,
+        "model_id": model_id,
+    }
+    return json.dumps(record, sort_keys=True)
+
+
+def _last_inputs(catalog: Catalog) -> str | None:
+    history = catalog.history(tables.CLIP_DEDUP.name, limit=1)
+    return history[0].get(INPUTS_KEY) if history else None
+
+
+def _aligned(ids: pa.Array, table: pa.Table) -> pa.Table:
+    """Rows of `table` (keyed by clip_id) in the order of `ids`; missing clips become null rows."""
+    positions = pc.index_in(ids, value_set=table.column("clip_id").combine_chunks())
+    return table.take(positions)
+
+
+def run_dedup(
+    catalog: Catalog, stage: DedupStage, progress: bool = True, pair_sink: PairSink | None = None
+) -> StageSummary:
+    """Group near-duplicate clips of the whole catalog and replace `clip_dedup` in one commit.
+
+    `pair_sink` sees every embedding pair found (see ``filters.dedup.find_groups``; benchmarks)."""
+    started = time.perf_counter()
+    summary = StageSummary(stage=stage.name, engine="global")
+    spec = tables.CLIP_DEDUP
+    source = CatalogVectorSource(catalog, stage.model_id, stage.settings.chunk_rows)
+    fingerprint = _inputs_fingerprint(catalog, stage, source.model_id)
+    if catalog.exists(spec.name) and _last_inputs(catalog) == fingerprint:
+        summary.rows_skipped = catalog.count(spec.name)
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    clips = catalog.read(
+        tables.CLIPS.name, columns=["clip_id", "video_id", "start_frame", "end_frame", "duration_s"]
+    )
+    embedded = pa.array([], pa.string())
+    if source.num_rows:  # Arrow, not Python strings: a million ids stay a few tens of MB
+        embedded = catalog.read(tables.CLIP_EMBEDDINGS.name, columns=["clip_id"], filter=source.filter)
+        embedded = embedded.column("clip_id").combine_chunks()
+    not_embedded = clips.column("clip_id").filter(
+        pc.invert(pc.is_in(clips.column("clip_id"), value_set=embedded))
+    )
+
+    def overlaps(ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        if clips.num_rows < 2:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        a, b = overlap_pairs(
+            clips.column("video_id"),
+            clips.column("start_frame").to_numpy(),
+            clips.column("end_frame").to_numpy(),
+            stage.min_overlap,
+        )
+        # clip row positions -> positions in `ids`
+        where = pc.index_in(clips.column("clip_id"), value_set=ids).to_numpy(zero_copy_only=False)
+        return where[a], where[b]
+
+    groups = find_groups(
+        source,
+        stage.settings,
+        extra_ids=not_embedded.combine_chunks(),
+        extra_pairs=overlaps,
+        pair_sink=pair_sink,
+        workdir=stage.workdir,
+        progress=progress,
+    )
+    started_write = time.perf_counter(), time.process_time()
+    quality = catalog.read(tables.CLIP_QUALITY.name, columns=QUALITY_COLUMNS)
+    duration = _aligned(groups.ids, clips.select(["clip_id", "duration_s"])).column("duration_s")
+    scores = quality_score(_aligned(groups.ids, quality), groups.num_rows)
+    representatives = choose_representatives(
+        groups.labels, groups.ids, duration.cast(pa.float64()).fill_null(0.0).to_numpy(), scores
+    )
+    catalog.ensure(spec)
+    chunk = max(1, stage.settings.chunk_rows)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for start in range(0, groups.num_rows, chunk):
+            yield from dedup_rows(
+                groups, representatives, stage.settings.eps, start, start + chunk
+            ).to_batches()
+
+    write_deltalake(
+        catalog.uri(spec.name),
+        pa.RecordBatchReader.from_batches(spec.schema, batches()),
+        mode="overwrite",
+        storage_options=catalog.storage_options or None,
+        commit_properties=CommitProperties(
+            custom_metadata={"egocurate.operation": stage.name, INPUTS_KEY: fingerprint}
+        ),
+    )
+    groups.stats["seconds"]["write"] = time.perf_counter() - started_write[0]
+    groups.stats.setdefault("cpu_seconds", {})["write"] = time.process_time() - started_write[1]
+    summary.rows_in = groups.num_rows
+    summary.rows_out = groups.num_rows
+    summary.commits = 1
+    summary.versions[spec.name] = int(catalog.version(spec.name) or 0)
+    summary.seconds = time.perf_counter() - started
+    stage.last_stats = groups.stats  # per-phase timings, clusters, pairs (benchmarks and logs read it)
+    return summary
+
+
+class DedupGlobalStage(DedupStage):
+    """The registered `dedup` stage: ``filters.dedup.DedupStage`` plus the corpus-level driver."""
+
+    last_stats: dict[str, Any]
+
+    def run_global(
+        self, catalog: Catalog, rows: pa.Table | None = None, progress: bool = True
+    ) -> StageSummary:
+        return run_dedup(catalog, self, progress=progress)
