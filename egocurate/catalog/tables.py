@@ -342,7 +342,7 @@ CLIP_TOKENIZER_LATENTS = register(
     TableSpec(
         name="clip_tokenizer_latents",
         key="clip_id",
-        description="Wan VAE latent mean per clip: bfloat16 bytes inline (or a file uri), shape, normalisation.",
+        description="Wan VAE latent mean per clip: bfloat16 bytes inline (or a file uri), shape, norms.",
         schema=pa.schema(
             [
                 ("clip_id", pa.string()),

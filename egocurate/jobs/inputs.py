@@ -87,7 +87,9 @@ BUILDERS: dict[str, InputBuilder] = {
 BUILDERS["corpus"] = corpus
 
 
-def build_inputs(name: str, catalog: Catalog, sources: Sequence[str] = (), storage_options: dict | None = None) -> pa.Table:
+def build_inputs(
+    name: str, catalog: Catalog, sources: Sequence[str] = (), storage_options: dict | None = None
+) -> pa.Table:
     if name not in BUILDERS:
         raise ValueError(f"unknown stage input {name!r}; known: {sorted(BUILDERS)}")
     return BUILDERS[name](catalog, sources, storage_options)
