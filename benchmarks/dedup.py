@@ -44,7 +44,7 @@ from near_dup_data import build, default_sources, truth_pairs  # noqa: E402
 
 from egocurate.catalog import tables  # noqa: E402
 from egocurate.catalog.store import Catalog  # noqa: E402
-from egocurate.filters.dedup import ArraySource, DedupSettings, find_groups  # noqa: E402
+from egocurate.filters.dedup import ArraySource, DedupSettings, find_groups, peak_rss_mb  # noqa: E402
 from egocurate.filters.vectors import decode_vectors, encode_vectors  # noqa: E402
 
 TINY_EPS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01)
@@ -199,8 +199,9 @@ def child(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     summary = run_dedup(catalog, stage, progress=False, pair_sink=sink)
     seconds = time.perf_counter() - started
+    # VmHWM: ru_maxrss would include the parent's peak (it survives fork and exec).
     usage = resource.getrusage(resource.RUSAGE_SELF)  # before the recall bookkeeping below
-    peak_mb, cpu_s = usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+    peak_mb, cpu_s = peak_rss_mb(), usage.ru_utime + usage.ru_stime
     pairs = np.concatenate(found) if found else np.zeros((0, 2), np.int64)
     dedup = catalog.read(tables.CLIP_DEDUP.name, columns=["clip_id", "group_id", "is_representative"])
     # Row order of the search is the table's scan order; map pair rows to corpus indices via ids.

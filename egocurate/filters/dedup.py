@@ -143,13 +143,28 @@ def _record(stats: dict, phase: str, started: tuple[float, float]) -> None:
     """Wall and process-CPU seconds of a phase (the CPU time is what a shared machine cannot inflate)."""
     stats["seconds"][phase] = time.perf_counter() - started[0]
     stats.setdefault("cpu_seconds", {})[phase] = time.process_time() - started[1]
+    peak = peak_rss_mb()
+    if peak is not None:
+        stats.setdefault("peak_rss_mb_after", {})[phase] = round(peak)
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process in MiB (Linux VmHWM; ru_maxrss elsewhere).
+
+    VmHWM, unlike ru_maxrss, does not inherit the parent's peak across fork and exec."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     try:
         import resource
 
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        stats.setdefault("peak_rss_mb_after", {})[phase] = round(peak)
-    except ImportError:  # not on Windows
-        pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except ImportError:  # Windows
+        return None
 
 
 def _use_gpu(settings: DedupSettings) -> bool:
