@@ -43,7 +43,7 @@ class ContentParams:
     fast: bool = True
     threads: int = 0  # 1: one thread; N > 1: N decoder threads, decoding beside feature work; 0: auto
     max_gap: int = 2  # cuts in wider gaps between decoded frames are located by decoding the gap
-    cut_threshold: float = 0.30  # minimum consecutive-frame change for a cut
+    cut_threshold: float = 0.20  # minimum consecutive-frame change for a cut
     cut_ratio: float = 3.0  # ... and how far it must stand above the local level of change
     cut_isolation: float = 2.5  # ... and above the changes just before and after it
     gradual_scales_s: tuple[float, ...] = (0.4, 0.7, 1.0, 1.4)  # transition lengths looked for

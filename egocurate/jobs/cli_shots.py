@@ -54,7 +54,15 @@ def detect(
         "decoded_frames": timing.decoded_frames,
         "transitions": [{"kind": t.kind, "start": t.start_frame, "end": t.end_frame} for t in transitions],
         "shots": [{"kind": s.kind, "start": s.start_frame, "end": s.end_frame} for s in shots],
-        "clips": [{"start": c.start_frame, "end": c.end_frame, "start_s": c.start_s, "end_s": c.end_s,
-                   "kind": c.kind} for c in clips],  # fmt: skip
+        "clips": [
+            {
+                "start": c.start_frame,
+                "end": c.end_frame,
+                "start_s": c.start_s,
+                "end_s": c.end_s,
+                "kind": c.kind,
+            }
+            for c in clips
+        ],  # fmt: skip
     }
     typer.echo(json.dumps(report))
