@@ -116,24 +116,20 @@ def export_dreamdojo_cmd(
     """Write an MP4 tree DreamDojo's human-video loader accepts as it is (plus clips.parquet)."""
     from egocurate.catalog.export import export_dreamdojo
 
-    try:
-        report = export_dreamdojo(
-            Catalog(catalog),
-            out,
-            query=query,
-            task=task,
-            fps=fps,
-            min_frames=min_frames,
-            width=width,
-            height=height,
-            thresholds=_thresholds(threshold),
-            workers=workers,
-            progress=progress,
-        )
-    except (ValueError, FileExistsError) as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    _print_report(report)
+    _run_export(
+        export_dreamdojo,
+        Catalog(catalog),
+        out,
+        query=query,
+        task=task,
+        fps=fps,
+        min_frames=min_frames,
+        width=width,
+        height=height,
+        thresholds=_thresholds(threshold),
+        workers=workers,
+        progress=progress,
+    )
 
 
 @export_app.command("lerobot")
@@ -154,21 +150,27 @@ def export_lerobot_cmd(
     """Write a LeRobot v2.1 dataset: one episode per clip, latent actions as `action`."""
     from egocurate.catalog.lerobot import export_lerobot
 
+    _run_export(
+        export_lerobot,
+        Catalog(catalog),
+        out,
+        query=query,
+        task=task,
+        fps=fps,
+        width=width,
+        height=height,
+        val_fraction=val_fraction,
+        robot_type=robot_type,
+        thresholds=_thresholds(threshold),
+        workers=workers,
+        progress=progress,
+    )
+
+
+def _run_export(export, *args, **kwargs) -> None:
+    """Run one export command: a bad query or an existing output is a clear error, exit code 2."""
     try:
-        report = export_lerobot(
-            Catalog(catalog),
-            out,
-            query=query,
-            task=task,
-            fps=fps,
-            width=width,
-            height=height,
-            val_fraction=val_fraction,
-            robot_type=robot_type,
-            thresholds=_thresholds(threshold),
-            workers=workers,
-            progress=progress,
-        )
+        report = export(*args, **kwargs)
     except (ValueError, FileExistsError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from None
