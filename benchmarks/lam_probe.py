@@ -57,6 +57,7 @@ def make_videos(out: Path, count: int, seed: int, args: argparse.Namespace) -> l
                 width=args.source_width,
                 height=args.source_height,
                 jitter=args.jitter,
+                hand_speed=args.hand_speed,
             )
         truths.append(json.loads(truth_path.read_text()))
     return truths
@@ -169,6 +170,9 @@ def main() -> None:
     parser.add_argument(
         "--jitter", type=float, default=4.0, help="camera shake of the generated videos, px/frame"
     )
+    parser.add_argument(
+        "--hand-speed", type=float, default=2.0, help="pace of the generated hand (1.0: about 4 px/frame)"
+    )
     parser.add_argument("--height", type=int, default=48)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--patch", type=int, default=8)
@@ -196,8 +200,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = Path(args.data_dir)
     t0 = time.perf_counter()
-    train_truths = make_videos(data / "videos", args.train_videos, 1000, args)
-    test_truths = make_videos(data / "videos", args.test_videos, 9000, args)
+    videos = data / (
+        f"videos-{args.source_width}x{args.source_height}-{args.fps:g}fps-{args.scenes}x{args.scene_seconds:g}s"
+        f"-jitter{args.jitter:g}-hand{args.hand_speed:g}"
+    )
+    train_truths = make_videos(videos, args.train_videos, 1000, args)
+    test_truths = make_videos(videos, args.test_videos, 9000, args)
     emit(
         metric="data",
         train_videos=len(train_truths),

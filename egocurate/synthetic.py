@@ -39,17 +39,20 @@ class SceneTruth:
 
 
 def _table_texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Wood-like grain along both axes plus blurred noise, so a shift in any direction shows."""
     base = rng.integers(60, 200, size=3)
     y = np.linspace(0, 1, height, dtype=np.float32)[:, None]
     x = np.linspace(0, 1, width, dtype=np.float32)[None, :]
-    grain = np.sin(2 * np.pi * (rng.uniform(3, 9) * y + 0.3 * np.sin(2 * np.pi * 2 * x)))
+    grain_y = np.sin(2 * np.pi * (rng.uniform(3, 9) * y + 0.3 * np.sin(2 * np.pi * 2 * x)))
+    grain_x = np.sin(2 * np.pi * (rng.uniform(4, 10) * x + 0.3 * np.sin(2 * np.pi * 3 * y)))
     noise = cv2.GaussianBlur(rng.normal(0, 1, (height, width)).astype(np.float32), (0, 0), 3)
-    shade = 18 * grain + 10 * noise + 25 * (y - 0.5)
+    shade = 14 * grain_y + 14 * grain_x + 10 * noise + 25 * (y - 0.5)
     img = np.clip(base[None, None, :] + shade[..., None], 0, 255).astype(np.uint8)
     return img
 
 
 def _draw_hand(img: np.ndarray, cx: float, cy: float, angle: float, scale: float) -> None:
+    """A palm with four fingers and a thumb; the fingers point along `angle - 90` degrees."""
     skin = (150, 180, 224)  # BGR
     center = (int(cx), int(cy))
     cv2.ellipse(img, center, (int(38 * scale), int(50 * scale)), angle, 0, 360, skin, -1, cv2.LINE_AA)
@@ -69,10 +72,36 @@ def _draw_hand(img: np.ndarray, cx: float, cy: float, angle: float, scale: float
     )
 
 
+def _draw_arm(img: np.ndarray, hand: np.ndarray, shoulder: np.ndarray, sleeve: tuple[int, int, int]) -> float:
+    """A sleeved forearm from outside the bottom edge to the hand; returns the hand's angle (degrees).
+
+    The hand points away from the shoulder, so its orientation follows its position, as a real
+    wearer's hand does, rather than flipping with the direction of each step.
+    """
+    direction = hand - shoulder
+    direction = direction / (np.linalg.norm(direction) + 1e-6)
+    wrist = hand - direction * 40
+    cv2.line(
+        img, (int(shoulder[0]), int(shoulder[1])), (int(wrist[0]), int(wrist[1])), sleeve, 46, cv2.LINE_AA
+    )
+    cuff = tuple(int(c * 0.6) for c in sleeve)
+    cv2.line(img, (int(wrist[0]), int(wrist[1])), (int(hand[0]), int(hand[1])), cuff, 30, cv2.LINE_AA)
+    return float(np.degrees(np.arctan2(direction[1], direction[0]))) + 90.0
+
+
 def render_scene(
-    rng: np.random.Generator, num_frames: int, width: int = 640, height: int = 480, jitter: float = 2.0
+    rng: np.random.Generator,
+    num_frames: int,
+    width: int = 640,
+    height: int = 480,
+    jitter: float = 2.0,
+    hand_speed: float = 1.0,
 ) -> tuple[list[np.ndarray], list[list[float]], list[list[float]]]:
-    """Frames (RGB uint8) of one scene, with per-frame hand and camera motion in pixels."""
+    """Frames (RGB uint8) of one scene, with per-frame hand and camera motion in pixels.
+
+    `jitter` is the camera shake (px/frame, standard deviation); `hand_speed` scales the hand's
+    random walk (1.0: about 4 px/frame, at most 9).
+    """
     margin = 24
     canvas_h, canvas_w = height + 2 * margin, width + 2 * margin
     table = _table_texture(rng, canvas_h, canvas_w)
@@ -87,16 +116,17 @@ def render_scene(
             }
         )
     hand = np.array([rng.uniform(150, canvas_w - 150), rng.uniform(canvas_h * 0.55, canvas_h - 80)])
-    velocity = rng.normal(0, 4, size=2)
+    velocity = rng.normal(0, 4, size=2) * hand_speed
+    shoulder = np.array([rng.uniform(0.35, 0.75) * canvas_w, canvas_h + 160.0])
+    sleeve = tuple(int(c) for c in rng.integers(30, 140, size=3))
     camera = np.zeros(2)
     frames, hand_motion, camera_motion = [], [], []
     for _ in range(num_frames):
         # Hand: a smooth random walk biased toward the nearest object, which it pushes on contact.
         target = min(objects, key=lambda o: np.linalg.norm(o["pos"] - hand))["pos"]
-        velocity = (
-            0.85 * velocity + 0.15 * np.clip((target - hand) * 0.08, -6, 6) + rng.normal(0, 1.2, size=2)
-        )
-        step = np.clip(velocity, -9, 9)
+        pull = np.clip((target - hand) * 0.08, -6, 6) * hand_speed
+        velocity = 0.85 * velocity + 0.15 * pull + rng.normal(0, 1.2 * hand_speed, size=2)
+        step = np.clip(velocity, -9 * hand_speed, 9 * hand_speed)
         new_hand = np.clip(hand + step, [80, 80], [canvas_w - 80, canvas_h - 60])
         for obj in objects:
             if np.linalg.norm(obj["pos"] - new_hand) < obj["size"] + 40:
@@ -113,7 +143,7 @@ def render_scene(
             else:
                 cv2.rectangle(img, (x - s, y - s), (x + s, y + s), obj["color"], -1, cv2.LINE_AA)
             cv2.rectangle(img, (x - s + 4, y + s - 4), (x + s + 4, y + s + 4), (30, 30, 30), -1)  # shadow
-        angle = float(np.degrees(np.arctan2(step[1], step[0]))) if np.linalg.norm(step) > 0.5 else -90.0
+        angle = _draw_arm(img, hand, shoulder, sleeve)
         _draw_hand(img, hand[0], hand[1], angle, 1.0)
         ox, oy = int(round(margin + camera[0])), int(round(margin + camera[1]))
         frame = img[oy : oy + height, ox : ox + width]
@@ -146,17 +176,18 @@ def make_video(
     width: int = 640,
     height: int = 480,
     jitter: float = 2.0,
+    hand_speed: float = 1.0,
 ) -> dict:
     """Write one multi-scene video and return its ground truth (also saved as `<path>.truth.json`).
 
-    `jitter` is the camera shake (pixels per frame, standard deviation); see `render_scene`.
+    `jitter` and `hand_speed` set the camera shake and the hand's pace; see `render_scene`.
     """
     rng = np.random.default_rng(seed)
     frames: list[np.ndarray] = []
     truth: list[SceneTruth] = []
     for _ in range(scenes):
         n = int(round(scene_seconds * fps))
-        scene_frames, hand, cam = render_scene(rng, n, width, height, jitter)
+        scene_frames, hand, cam = render_scene(rng, n, width, height, jitter, hand_speed)
         truth.append(
             SceneTruth(
                 start_frame=len(frames),

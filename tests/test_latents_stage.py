@@ -154,6 +154,28 @@ def test_prepare_on_cpu_then_encode_gives_the_same_latents(videos):
         assert a["latent_actions"] == b["latent_actions"]
 
 
+def test_ray_runs_prepare_as_cpu_tasks_feeding_the_actor_pool(videos, tmp_path, ray_engine):
+    """On Ray, `prepare` (decode) runs as its own map step before the model actors; rows equal a local run.
+
+    With GPU actors Ray keeps the two as separate pools (their resources differ); on this CPU-only
+    machine Ray fuses them into one operator, which the stats name as prepare -> _StageActor.
+    """
+    rows = pa.Table.from_pylist(clip_rows(videos))
+    params = {"lam_config": TINY, "height": HW[0], "width": HW[1], "device": "cpu", "batch_size": 8}
+    out = {}
+    for engine in (LocalEngine(), ray_engine):
+        catalog = Catalog(tmp_path / engine.name)
+        summary = run_stage(build_stage("latent_actions", params), rows, catalog, engine, progress=False)
+        assert (summary.rows_out, summary.quarantined) == (2, 3)
+        latents = {
+            r["clip_id"]: r["latent_actions"] for r in catalog.read(tables.CLIP_LATENTS.name).to_pylist()
+        }
+        quarantine = {r["key"]: r["error_kind"] for r in catalog.read("quarantine").to_pylist()}
+        out[engine.name] = (latents, quarantine)
+    assert out["ray"] == out["local"]
+    assert "MapBatches(LatentActionStage.prepare)" in ray_engine.last_stats
+
+
 def test_catalog_run_quarantines_and_a_rerun_recomputes_nothing(videos, tmp_path):
     catalog = Catalog(tmp_path / "catalog")
     rows = pa.Table.from_pylist(clip_rows(videos))

@@ -82,6 +82,58 @@ def test_a_cut_between_real_recordings_is_found_within_one_frame(tmp_path):
     assert abs(cuts[0].start_frame - cut) <= 1
 
 
+def _real_frames(src: Path, ranges: list[tuple[int, int]]) -> list[np.ndarray]:
+    import av
+    import cv2
+
+    wanted = {i for a, b in ranges for i in range(a, b)}
+    frames = {}
+    with av.open(str(src)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                frames[i] = cv2.resize(
+                    frame.to_ndarray(format="rgb24"), (320, 240), interpolation=cv2.INTER_AREA
+                )
+            if i >= max(wanted):
+                break
+    return [frames[i] for a, b in ranges for i in range(a, b)]
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared/data (real footage)")
+def test_a_jump_cut_within_one_recording_is_found_and_continuous_footage_is_not(tmp_path):
+    """A jump forward in one take (as vlog edits do) is a weak cut: same scene, same light."""
+    src = SHARED / "EGO4D__Ego-Exo4D.github.io__cooking_aria.mp4"
+    encode_frames(_real_frames(src, [(0, 60), (150, 210)]), tmp_path / "jump.mp4", 30.0)
+    encode_frames(_real_frames(src, [(0, 120)]), tmp_path / "take.mp4", 30.0)
+    jump, _ = detect_transitions(str(tmp_path / "jump.mp4"), detector="content")
+    take, _ = detect_transitions(str(tmp_path / "take.mp4"), detector="content")
+    assert [t.kind for t in jump] == ["cut"] and abs(jump[0].start_frame - 60) <= 1
+    assert take == []
+
+
+def test_parallel_parts_cover_every_frame_once_and_agree_with_one_thread(tmp_path):
+    """The coarse pass cut at keyframes into parts (one per thread) sees what one thread sees."""
+    from egocurate.ingest.decode import VideoScanner
+
+    path = tmp_path / "long.mp4"
+    truth = make_video(path, seed=21, scenes=3, scene_seconds=4.0, fps=FPS, width=320, height=240)
+    whole = VideoScanner(str(path))
+    full = [pts for pts, _ in whole.scan("none")]
+    points = whole.split_points(3)
+    assert len(points) == 2 and all(p in whole.key_pts for p in points)
+    bounds = list(zip([None, *points], [*points, None], strict=True))
+    parts = [VideoScanner(str(path)) for _ in bounds]
+    seen = [
+        pts for scanner, (a, b) in zip(parts, bounds, strict=True) for pts, _ in scanner.scan("none", a, b)
+    ]
+    assert seen == full  # each frame once, in display order
+    assert np.array_equal(VideoScanner.merged(parts).frame_pts, whole.frame_pts)
+    one, timing_one = detect_transitions(str(path), detector="content", threads=1)
+    three, timing_three = detect_transitions(str(path), detector="content", threads=3)
+    assert one == three and [t.start_frame for t in one] == truth["cuts"]
+    assert timing_one.num_frames == timing_three.num_frames == truth["num_frames"]
+
+
 def _dissolve_and_fade(out: Path) -> tuple[tuple[int, int], tuple[int, int]]:
     """Three scenes joined by a 12-frame dissolve and a fade through black (ground-truth spans)."""
     rng = np.random.default_rng(5)

@@ -20,6 +20,7 @@ returned upright, as a player shows them, and ``size`` refers to the upright fra
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import threading
@@ -619,6 +620,7 @@ class VideoScanner:
         self.storage_options = storage_options
         self.frame_pts = np.zeros(0, np.int64)
         self.keyframes = np.zeros(0, np.int64)
+        self.key_pts = np.zeros(0, np.int64)
         self.time_base = 0.0
         self.fps = 0.0
         self.has_b_frames = False
@@ -673,12 +675,53 @@ class VideoScanner:
         ).to_ndarray()
 
     # -- passes
-    def scan(self, skip: SkipMode = "nonref") -> Iterator[tuple[int, np.ndarray]]:
-        """Decode the whole video in `skip` mode, yielding (pts, RGB thumbnail) in display order.
+    def split_points(self, parts: int) -> list[int]:
+        """Pts of up to ``parts - 1`` keyframes that cut the video into parts of similar duration.
+
+        Each part can then be scanned on its own thread (:meth:`scan` with ``start_pts`` and
+        ``stop_pts``): PyAV releases the GIL while decoding, so the parts decode in parallel.
+        """
+        if parts < 2:
+            return []
+        container, stream, handle = self._open("nonkey")
+        try:
+            first = stream.start_time or 0
+            duration = stream.duration
+            if not duration and container.duration and stream.time_base:
+                duration = int(container.duration / 1_000_000 / stream.time_base)
+            if not duration:
+                return []
+            points: list[int] = []
+            for k in range(1, parts):
+                container.seek(
+                    int(first + duration * k / parts), stream=stream, backward=True, any_frame=False
+                )
+                packet = next((pk for pk in container.demux(stream) if pk.size and pk.pts is not None), None)
+                if (
+                    packet is not None
+                    and packet.is_keyframe
+                    and packet.pts > (points[-1] if points else first)
+                ):
+                    points.append(int(packet.pts))
+            return points
+        except Exception:  # unseekable input: scan it in one part
+            return []
+        finally:
+            container.close()
+            if handle is not None:
+                handle.close()
+
+    def scan(
+        self, skip: SkipMode = "nonref", start_pts: int | None = None, stop_pts: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Decode the video in `skip` mode, yielding (pts, RGB thumbnail) in display order.
 
         ``nonref`` drops frames nothing references (exact for the rest; about half of the frames of
         a typical x264 stream with B-frames); ``none`` decodes everything. ``bidir`` drops every
         B-frame, which is faster but corrupts P-frames that reference B-frames: avoid it for detection.
+
+        ``start_pts`` / ``stop_pts`` (keyframes from :meth:`split_points`) limit the scan to the frames
+        in [start_pts, stop_pts); :attr:`frame_pts` then holds the pts of the packets this part read.
         """
         from av.video.reformatter import VideoReformatter
 
@@ -689,30 +732,52 @@ class VideoScanner:
         key_pts: list[int] = []
         decoded = 0
         counter = 0
+        low = -(2**62) if start_pts is None else int(start_pts)
+        high = 2**62 if stop_pts is None else int(stop_pts)
         try:
-            for packet in container.demux(stream):
+            if start_pts is not None:
+                container.seek(int(start_pts), stream=stream, backward=True, any_frame=False)
+            packets = container.demux(stream)
+            for packet in packets:
                 if packet.size and not packet.is_discard:
                     p = int(packet.pts) if packet.pts is not None else counter
-                    pts_all.append(p)
-                    counter += 1
-                    if packet.is_keyframe:
-                        key_pts.append(p)
+                    if packet.is_keyframe and p >= high:
+                        packet = None  # the next part starts here: flush the decoder and stop
+                    else:
+                        pts_all.append(p)
+                        counter += 1
+                        if packet.is_keyframe:
+                            key_pts.append(p)
                 try:
-                    frames = packet.decode()
+                    frames = stream.codec_context.decode(packet) if packet is None else packet.decode()
                 except Exception:  # a corrupt packet: the rest of the stream may still decode
                     continue
                 for frame in frames:
-                    if frame.pts is None:
+                    if frame.pts is None or not low <= frame.pts < high:
                         continue
                     decoded += 1
                     yield int(frame.pts), self._thumb(reformatter, frame)
+                if packet is None:
+                    break
         finally:
             container.close()
             if handle is not None:
                 handle.close()
             self.frame_pts = np.unique(np.asarray(pts_all, dtype=np.int64))
-            self.keyframes = np.searchsorted(self.frame_pts, np.asarray(sorted(set(key_pts)), dtype=np.int64))
+            self.key_pts = np.asarray(sorted(set(key_pts)), dtype=np.int64)
+            self.keyframes = np.searchsorted(self.frame_pts, self.key_pts)
             self.decoded_frames = decoded
+
+    @classmethod
+    def merged(cls, parts: Sequence[VideoScanner]) -> VideoScanner:
+        """One scanner over the whole video from scanners of its parts (after their scans)."""
+        whole = copy.copy(parts[0])
+        whole.frame_pts = np.unique(np.concatenate([part.frame_pts for part in parts]))
+        whole.key_pts = np.unique(np.concatenate([part.key_pts for part in parts]))
+        whole.keyframes = np.searchsorted(whole.frame_pts, whole.key_pts)
+        whole.decoded_frames = sum(part.decoded_frames for part in parts)
+        whole.has_b_frames = any(part.has_b_frames for part in parts)
+        return whole
 
     def decode_ranges(
         self, ranges: Sequence[tuple[int, int]], skip_outside: SkipMode = "nonref"

@@ -3,8 +3,14 @@
 Speed comes from decoding less (see :class:`egocurate.ingest.decode.VideoScanner`): the coarse pass
 lets the decoder drop non-reference frames (about half of an x264 stream with B-frames; dropping all
 B-frames instead corrupts the P-frames that reference them) and skip the loop filter; frames are
-scaled to 64x48 by a cached swscale context. A cut that falls in a gap wider than ``max_gap`` frames
-between decoded frames is then located exactly by decoding only that gap.
+scaled to 64x48 by a cached swscale context. With N threads the video is cut at keyframes into N
+parts that are decoded and featurised in parallel (PyAV and numpy release the GIL); the results do
+not depend on the thread count (for closed-GOP streams, which cameras and x264 write by default;
+an open GOP may lose its leading B-frames at a part boundary). A cut that falls in a gap wider than
+``max_gap`` frames between decoded frames is then located exactly by decoding only that gap.
+Skipping the loop filter lets P-frames drift a little until the next keyframe snaps the picture
+back; that snap can look like a weak cut, so weak cuts are re-checked on exactly decoded
+consecutive frames (:func:`_verify_cuts`).
 
 Per decoded frame we keep an HSV histogram (hue with a grey bin, saturation, value), a 16x12 colour
 thumbnail, the mean luma, and the change from the previous decoded frame: histogram distance,
@@ -23,7 +29,9 @@ Then, with thresholds adapted to the footage around each candidate:
 
 from __future__ import annotations
 
+import copy
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,11 +49,13 @@ class ContentParams:
     decode: Literal["reference", "all"] = "reference"
     size: tuple[int, int] = (64, 48)
     fast: bool = True
-    threads: int = 0  # 1: one thread; N > 1: N decoder threads, decoding beside feature work; 0: auto
+    threads: int = 0  # 1: one thread; N > 1: the video cut at keyframes into N parts, in parallel; 0: auto
     max_gap: int = 2  # cuts in wider gaps between decoded frames are located by decoding the gap
-    cut_threshold: float = 0.20  # minimum consecutive-frame change for a cut
-    cut_ratio: float = 3.0  # ... and how far it must stand above the local level of change
-    cut_isolation: float = 2.5  # ... and above the changes just before and after it
+    cut_threshold: float = 0.10  # minimum consecutive-frame change for a cut
+    cut_ratio: float = 2.2  # ... and how far it must stand above the local level of change
+    cut_isolation: float = 2.2  # ... and above the changes just before and after it
+    verify_below: float = 0.40  # in fast mode, cuts weaker than this are re-checked on exact frames
+    verify_keep: float = 0.5  # ... and kept when the exact change is at least this share of it
     gradual_scales_s: tuple[float, ...] = (0.4, 0.7, 1.0, 1.4)  # transition lengths looked for
     gradual_threshold: float = 0.25  # minimum contrast between the frames before and after
     gradual_ratio: float = 1.5  # ... over the change within the shots on either side
@@ -493,31 +503,114 @@ def _refine_cuts(
     return feats, refined, len(frames)
 
 
+def _verify_cuts(
+    scanner: VideoScanner, feats: _Features, transitions: list[Transition], p: ContentParams
+) -> tuple[list[Transition], int]:
+    """Re-measure weak cuts on exactly decoded consecutive frames (loop filter on), and place them.
+
+    In fast mode, P-frames drift until a keyframe restores the picture, and that jump can pass for a
+    weak cut; the coarse pass also compares frames two apart, which blurs fast motion into a step.
+    Every frame from the one before the previous decoded frame to the one after the cut is decoded
+    exactly. The cut moves to the biggest consecutive change there, and stays when that change
+    clears ``cut_threshold``, keeps ``verify_keep`` of the coarse one and is ``cut_isolation``
+    times the changes just before and after it.
+    """
+    weak = []
+    for t in transitions:
+        pos = int(np.searchsorted(feats.index, t.start_frame))
+        if t.is_cut and t.score < p.verify_below and 0 < pos < len(feats.index):
+            weak.append((t, int(feats.index[pos - 1])))
+    if not p.fast or not weak:
+        return transitions, 0
+    exact = copy.copy(scanner)
+    exact.fast = False
+    frames = dict(exact.decode_ranges([(max(prev - 1, 0), t.start_frame + 2) for t, prev in weak], "nonref"))
+    replaced: dict[int, Transition | None] = {}
+    for t, prev in weak:
+        span = [i for i in range(max(prev - 1, 0), t.start_frame + 2) if i in frames]
+        if len(span) != len(range(max(prev - 1, 0), min(t.start_frame + 2, scanner.num_frames))):
+            continue  # cannot re-check: keep the coarse verdict
+        changes = _combine(_pair_steps(_frame_batch(np.stack([frames[i] for i in span]))))
+        inside = [k for k in range(len(changes)) if prev <= span[k] and span[k + 1] <= t.start_frame]
+        k = max(inside, key=lambda j: changes[j])
+        neighbours = max(changes[k - 1] if k > 0 else 0.0, changes[k + 1] if k + 1 < len(changes) else 0.0)
+        change = float(changes[k])
+        keep = (
+            change >= max(p.cut_threshold, p.verify_keep * t.score) and change >= p.cut_isolation * neighbours
+        )
+        replaced[t.start_frame] = Transition(span[k + 1], span[k + 1], "cut", t.score) if keep else None
+    out = []
+    for t in transitions:
+        if t.is_cut and t.start_frame in replaced:
+            if replaced[t.start_frame] is not None:
+                out.append(replaced[t.start_frame])
+        else:
+            out.append(t)
+    return out, len(frames)
+
+
+def _scan_part(
+    scanner: VideoScanner, mode: str, start: int | None, stop: int | None, threads: int
+) -> tuple[_Features, np.ndarray | None, np.ndarray | None]:
+    """Features of the frames of one part, keyed by pts, with the part's first and last thumbnail."""
+    frames = scanner.scan(mode, start, stop)  # type: ignore[arg-type]
+    if threads > 1:  # decode on a second thread, beside the feature work
+        frames = prefetch(frames, depth=256)
+    builder = _FeatureBuilder()
+    first = last = None
+    for pts, rgb in frames:
+        if first is None:
+            first = rgb
+        last = rgb
+        builder.add(pts, rgb)
+    return builder.build(), first, last
+
+
+def _coarse_pass(path: str, p: ContentParams, threads: int) -> tuple[VideoScanner, _Features]:
+    """Features of the frames the decoder keeps, in display order, indexed by frame number.
+
+    With several threads the video is cut at keyframes into one part per thread, and the parts are
+    decoded and featurised in parallel (PyAV and numpy release the GIL); a short video with no
+    keyframe to cut at is decoded on one thread beside the feature work.
+    """
+    mode = "nonref" if p.decode == "reference" else "none"
+
+    def scanner() -> VideoScanner:
+        return VideoScanner(path, p.size, fast=p.fast, threads=1, storage_options=p.storage_options)
+
+    points = scanner().split_points(threads) if threads > 1 else []
+    bounds = list(zip([None, *points], [*points, None], strict=True))
+    scanners = [scanner() for _ in bounds]
+    if len(bounds) == 1:
+        results = [_scan_part(scanners[0], mode, None, None, threads)]
+    else:
+        with ThreadPoolExecutor(len(bounds), thread_name_prefix="egocurate-shots") as pool:
+            results = list(
+                pool.map(lambda job: _scan_part(job[0], mode, *job[1], 1), zip(scanners, bounds, strict=True))
+            )
+    whole = VideoScanner.merged(scanners)
+    pieces = [(f, first, last) for f, first, last in results if len(f.index)]
+    if not pieces:
+        return whole, results[0][0]
+    for (_, _, last), (f, first, _) in zip(pieces, pieces[1:], strict=False):
+        parts = _pair_steps(_frame_batch(np.stack([last, first])))  # the step across the junction
+        f.step_parts[0], f.step[0] = parts[0], _combine(parts)[0]
+    fs = [f for f, _, _ in pieces]
+    feats = _Features(
+        *(np.concatenate([getattr(f, name) for f in fs]) for name in _Features.__dataclass_fields__)
+    )
+    feats.index = whole.index_of(feats.index)
+    return whole, feats
+
+
 def detect_content(path: str, params: ContentParams | None = None) -> tuple[list[Transition], VideoTiming]:
     """Transitions in the video at `path` and its timing (see the module docstring)."""
     p = params or ContentParams()
     threads = p.threads if p.threads > 0 else min(2, os.cpu_count() or 1)
-    # Decoding takes about two thirds of the time: with two threads it runs beside the feature work
-    # (PyAV releases the GIL); more threads go to the decoder itself (frame threading).
-    decoder_threads = threads - 1 if threads > 2 else 1
-    scanner = VideoScanner(
-        path, p.size, fast=p.fast, threads=decoder_threads, storage_options=p.storage_options
-    )
-    frames = scanner.scan("nonref" if p.decode == "reference" else "none")
-    if threads > 1:
-        frames = prefetch(frames, depth=256)
-    # The coarse pass: features of the frames the decoder keeps, in display order. Frame indices are
-    # pts ranks, known once the demuxer has seen every packet: positions are provisional until then.
-    pts_seen: list[int] = []
-
-    def numbered():
-        for pts, rgb in frames:
-            pts_seen.append(pts)
-            yield len(pts_seen) - 1, rgb
-
-    feats = _features_of(numbered())
-    feats.index = scanner.index_of(pts_seen)[feats.index]
+    scanner, feats = _coarse_pass(path, p, threads)
+    coarse = len(feats.index)
     transitions = _detect(feats, scanner.fps, p)
     feats, transitions, extra = _refine_cuts(scanner, feats, transitions, p.max_gap)
-    timing = VideoTiming(scanner.num_frames, scanner.fps, scanner.timestamps(), len(pts_seen) + extra)
+    transitions, checked = _verify_cuts(scanner, feats, transitions, p)
+    timing = VideoTiming(scanner.num_frames, scanner.fps, scanner.timestamps(), coarse + extra + checked)
     return transitions, timing

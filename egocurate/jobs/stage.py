@@ -7,7 +7,11 @@ A stage is any object with:
 - ``output_table``: the one catalog table it owns;
 - ``resources``: a dict with any of ``cpus``, ``gpus``, ``memory_gb``, ``batch_size``, ``concurrency``;
 - ``setup()``: load models once per worker;
-- ``process(batch: pyarrow.Table) -> pyarrow.Table``.
+- ``process(batch: pyarrow.Table) -> pyarrow.Table``;
+- optionally ``prepare(batch) -> batch`` with ``prepare_resources`` (``cpus``, ``batch_size``): CPU
+  work such as decoding that the Ray engine runs as separate CPU tasks feeding the stage's (GPU)
+  actors. ``process`` must also accept rows that were not prepared (the local and Spark engines
+  call it directly).
 
 Stages know nothing of Ray, Spark or Delta (DESIGN.md), so they do not import this module: the
 contract is structural. A row the stage cannot handle is returned with ``_error_kind`` and

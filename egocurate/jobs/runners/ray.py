@@ -2,6 +2,12 @@
 
 Each actor calls ``stage.setup()`` once (models load once per worker), then writes Parquet parts
 for its batches; only manifests stream back to the driver, which commits them.
+
+A stage that also has a ``prepare(batch) -> batch`` method (CPU work such as decoding, see
+``egocurate.jobs.stage``) gets it run first as Ray tasks sized by ``prepare_resources``, so CPU
+decode workers feed the (GPU) actor pool through Ray Data's streaming executor instead of the
+GPU actors decoding for themselves. (When the stage's actors need no GPU, Ray fuses the two steps
+into one operator, which saves a copy of the decoded frames.)
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ class RayEngine:
                 kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
             ray.init(**kwargs)
         self.max_actors = max_actors
+        self.last_stats: str | None = None  # Ray Data's execution stats of the latest `map`
 
     def _pool_size(self, res: Resources, rows: int) -> int:
         import ray
@@ -73,6 +80,15 @@ class RayEngine:
         size = self._pool_size(res, rows.num_rows)
         blocks = max(1, math.ceil(rows.num_rows / res.batch_size))
         ds = ray.data.from_arrow(rows).repartition(blocks)
+        prepare = getattr(stage, "prepare", None)
+        if callable(prepare):
+            prep = dict(getattr(stage, "prepare_resources", None) or {})
+            ds = ds.map_batches(
+                prepare,
+                batch_size=int(prep.get("batch_size", res.batch_size)),
+                batch_format="pyarrow",
+                num_cpus=float(prep.get("cpus", 1.0)),
+            )
         remote_args = {"num_cpus": res.cpus, "num_gpus": res.gpus}
         if res.memory_gb:
             remote_args["memory"] = int(res.memory_gb * 2**30)
@@ -89,6 +105,7 @@ class RayEngine:
             **remote_args,
         )
         yield from ds.iter_batches(batch_format="pyarrow", batch_size=None)
+        self.last_stats = ds.stats()
 
     def close(self) -> None:
         import ray
