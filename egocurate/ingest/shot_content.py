@@ -44,7 +44,7 @@ from egocurate.ingest.shots import Transition, VideoTiming
 
 @dataclass(frozen=True)
 class ContentParams:
-    """Knobs of the content detector (defaults tuned on the dev split of benchmarks/shot_bench_data)."""
+    """Knobs of the content detector (defaults tuned on seeds 0-3 of benchmarks/shot_bench_data)."""
 
     decode: Literal["reference", "all"] = "reference"
     size: tuple[int, int] = (64, 48)
