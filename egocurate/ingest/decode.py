@@ -737,27 +737,26 @@ class VideoScanner:
         try:
             if start_pts is not None:
                 container.seek(int(start_pts), stream=stream, backward=True, any_frame=False)
-            packets = container.demux(stream)
-            for packet in packets:
+            for packet in container.demux(stream):
+                last = False  # the next part starts at this keyframe: flush the decoder and stop
                 if packet.size and not packet.is_discard:
                     p = int(packet.pts) if packet.pts is not None else counter
-                    if packet.is_keyframe and p >= high:
-                        packet = None  # the next part starts here: flush the decoder and stop
-                    else:
+                    last = bool(packet.is_keyframe and p >= high)
+                    if not last:
                         pts_all.append(p)
                         counter += 1
                         if packet.is_keyframe:
                             key_pts.append(p)
                 try:
-                    frames = stream.codec_context.decode(packet) if packet is None else packet.decode()
+                    frames = stream.codec_context.decode(None) if last else packet.decode()
                 except Exception:  # a corrupt packet: the rest of the stream may still decode
-                    continue
+                    frames = []
                 for frame in frames:
                     if frame.pts is None or not low <= frame.pts < high:
                         continue
                     decoded += 1
                     yield int(frame.pts), self._thumb(reformatter, frame)
-                if packet is None:
+                if last:
                     break
         finally:
             container.close()
