@@ -9,11 +9,13 @@ One process run measures, on the same clips (rendered once, then written in ever
   13-frame window, as DreamDojo's human-video loader does);
 - bytes read per sample.
 
-Every video path decodes with the same function (``clipmedia.decode_mp4``), so differences come
-from the storage format and the loader. Runs of the readers are interleaved (median reported) so
-that load from other processes hits them alike. mosaicml-streaming pins numpy < 2.2, so it runs
-in a throwaway venv under ``benchmarks/.cache/`` (made on first use with pip), one subprocess per
-run (``stream_mds.py``), timed the same way.
+Every video path decodes with the same decoder and window code (``clipmedia``), so differences come
+from the storage format and the loader. Ours runs as a trainer would use it, with ``batched=True``:
+each window is decoded straight into its slot of the batch (``decode_mp4_into``), where the other
+readers decode per sample and the DataLoader stacks the samples. Runs of the readers are
+interleaved (median reported) so that load from other processes hits them alike.
+mosaicml-streaming pins numpy < 2.2, so it runs in a throwaway venv under ``benchmarks/.cache/``
+(made on first use with pip), one subprocess per run (``stream_mds.py``), timed the same way.
 
 Prints one JSON line per measurement, then the checks of the issue:
 ``latent_vs_naive_mp4`` (latent-only >= 5x the naive loader) and ``video_vs_webdataset``.
@@ -247,7 +249,11 @@ def ours_loader(url: str, mode: str, batch: int):
     def make(workers: int):
         if mode == "latent":
             ds = ShardDataset(
-                url, columns=["clip_id", "latent_actions"], batch_size=batch, num_workers=workers
+                url,
+                columns=["clip_id", "latent_actions"],
+                batch_size=batch,
+                num_workers=workers,
+                batched=True,
             )
         else:
             ds = ShardDataset(
@@ -257,6 +263,7 @@ def ours_loader(url: str, mode: str, batch: int):
                 num_workers=workers,
                 decode_video=True,
                 window=WINDOW,
+                batched=True,
             )
         return ds.loader()
 

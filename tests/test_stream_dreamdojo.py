@@ -97,3 +97,35 @@ def test_short_clips_are_refused():
         adapter.window_start(12, 0, 0)
     action, flag = adapter.actions(torch.zeros(5, 32), 0)
     assert not flag and torch.all(action[:, -32:] == 1) and np.isclose(float(action[:, :-32].abs().sum()), 0)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batched_loader_gives_the_same_batches_as_per_sample_collation(shard_url, workers):
+    """`batched=True` decodes windows straight into one batch buffer; the batches must not change."""
+
+    def batches(batched: bool) -> list[dict]:
+        ds = ShardDataset(
+            shard_url, columns=["clip_id", "video"], batch_size=2, num_workers=workers,
+            decode_video=True, window=13, batched=batched, decode_threads=2,
+        )  # fmt: skip
+        return list(ds.loader())
+
+    plain, batched = batches(False), batches(True)
+    assert [b["clip_id"] for b in batched] == [b["clip_id"] for b in plain]
+    assert sum(len(b["clip_id"]) for b in batched) == 5  # the last batch is partial
+    for a, b in zip(plain, batched, strict=True):
+        assert set(a) == set(b)
+        assert b["frames"].dtype == torch.uint8 and b["frames"].shape == a["frames"].shape
+        assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["frame_start"], b["frame_start"])
+        assert torch.equal(a["__index__"], b["__index__"])
+
+
+def test_decoding_into_a_buffer_equals_decode_mp4(shard_url):
+    from egocurate.catalog.clipmedia import decode_mp4_into, mp4_size
+
+    video = next(iter(ShardDataset(shard_url, columns=["clip_id", "video"])))["video"]
+    out = np.zeros((5, *mp4_size(video), 3), np.uint8)
+    assert decode_mp4_into(video, 4, out) == 5
+    assert np.array_equal(out, decode_mp4(video, 4, 5))
+    with pytest.raises(ValueError, match="frame size"):
+        decode_mp4_into(video, 0, np.zeros((2, 10, 10, 3), np.uint8))

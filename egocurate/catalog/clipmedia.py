@@ -208,6 +208,18 @@ def probe_mp4(data: bytes) -> dict:
     return {"num_frames": count, "fps": fps, "width": width, "height": height}
 
 
+def _window_frames(container, stream, start: int) -> Iterator:
+    """Decoded frames from frame `start` on, after seeking to the keyframe at or before it."""
+    rate = stream.average_rate or stream.guessed_rate
+    tb = stream.time_base
+    origin = stream.start_time or 0
+    if start > 0 and rate:
+        container.seek(origin + int(start / (rate * tb)), stream=stream, backward=True, any_frame=False)
+    for frame in container.decode(stream):
+        if not (rate and frame.pts is not None) or round(float((frame.pts - origin) * tb * rate)) >= start:
+            yield frame
+
+
 def decode_mp4(data: bytes, start: int = 0, count: int | None = None) -> np.ndarray:
     """Frames [start, start + count) of MP4 bytes as uint8 RGB (N, H, W, 3); all frames by default.
 
@@ -216,25 +228,42 @@ def decode_mp4(data: bytes, start: int = 0, count: int | None = None) -> np.ndar
     """
     import av
 
+    out: list[np.ndarray] = []
     with av.open(io.BytesIO(data)) as container:
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate
-        tb = stream.time_base
-        origin = stream.start_time or 0
-        if start > 0 and rate:
-            container.seek(origin + int(start / (rate * tb)), stream=stream, backward=True, any_frame=False)
-        out: list[np.ndarray] = []
-        for frame in container.decode(stream):
-            index = (
-                int(round(float((frame.pts - origin) * tb * rate)))
-                if (rate and frame.pts is not None)
-                else None
-            )
-            if index is not None and index < start:
-                continue
+        for frame in _window_frames(container, container.streams.video[0], start):
             out.append(frame.to_ndarray(format="rgb24"))
             if count is not None and len(out) >= count:
                 break
     if not out:
         raise ValueError(f"no frames decoded at start={start}")
     return np.stack(out)
+
+
+def decode_mp4_into(data: bytes, start: int, out: np.ndarray) -> int:
+    """Decode frames [start, start + len(out)) straight into `out` (N, H, W, 3) uint8; returns how many.
+
+    A batch loader decodes each clip's window into its slot of one batch buffer, so the frames are
+    copied once instead of three times (per-frame arrays, a per-clip stack, the batch stack).
+    Raises ValueError when the frames are not of `out`'s size.
+    """
+    import av
+
+    written = 0
+    with av.open(io.BytesIO(data)) as container:
+        for frame in _window_frames(container, container.streams.video[0], start):
+            if (frame.height, frame.width) != out.shape[1:3]:
+                raise ValueError(f"frame size {frame.height}x{frame.width} is not {out.shape[1:3]}")
+            out[written] = frame.to_ndarray(format="rgb24")
+            written += 1
+            if written >= len(out):
+                break
+    return written
+
+
+def mp4_size(data: bytes) -> tuple[int, int]:
+    """(height, width) of the video stream of MP4 bytes, from its header."""
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        cc = container.streams.video[0].codec_context
+        return int(cc.height), int(cc.width)

@@ -102,6 +102,20 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _as_is(batch: Any) -> Any:
+    """The DataLoader's collate_fn for a dataset that yields whole batches."""
+    return batch
+
+
+def _batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised uint8 tensor; in shared memory inside a DataLoader worker (no copy to send it)."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    numel = int(np.prod(shape))
+    storage = torch.empty(0, dtype=torch.uint8)._typed_storage()._new_shared(numel, device="cpu")
+    return torch.empty(0, dtype=torch.uint8).new(storage).resize_(*shape)
+
+
 class CountingFile:
     """A read-only file wrapper that counts the bytes read through it (for bytes-per-sample)."""
 
@@ -195,6 +209,10 @@ class ShardDataset(IterableDataset):
       dealt to workers (``loader()`` builds a matching DataLoader; a mismatch raises).
     - `decode_video`: yield ``frames`` (uint8 tensor (T, H, W, 3)) decoded from the MP4 bytes;
       `window` decodes only that many consecutive frames, at a deterministic start.
+    - `batched`: collate inside the worker and yield whole batches (``loader()`` then builds a
+      DataLoader with ``batch_size=None``). Batches, order and resume points are the same as per
+      sample; with a video `window` and no `transform`, each window is decoded straight into its
+      slot of one (shared-memory) batch buffer, which saves two copies of every frame.
     - `transform`: a picklable callable applied to each sample dict in the worker (for instance
       ``catalog.dreamdojo.DreamDojoSample``). It runs on `decode_threads` threads (order kept), so
       it must be thread-safe; ``decode_threads=1`` runs it inline (default: the worker's share of
@@ -221,6 +239,7 @@ class ShardDataset(IterableDataset):
         prefetch: int = 2,
         decode_threads: int | None = None,
         storage_options: dict[str, Any] | None = None,
+        batched: bool = False,
     ):
         super().__init__()
         env_rank, env_world = distributed_rank_world()
@@ -236,6 +255,7 @@ class ShardDataset(IterableDataset):
             auto_decode_threads(num_workers) if decode_threads is None else max(1, int(decode_threads))
         )
         self.storage_options = storage_options
+        self.batched = bool(batched)
         self.manifest, self.base = read_manifest(url, storage_options)
         self.shards = self.manifest.split_shards(split)
         self.columns = self._resolve_columns(columns)
@@ -272,13 +292,12 @@ class ShardDataset(IterableDataset):
 
     def loader(self, **kwargs: Any) -> DataLoader:
         """A DataLoader with this dataset's batch size and worker count (and ``collate``)."""
-        kwargs.setdefault("collate_fn", collate)
+        kwargs.setdefault("collate_fn", _as_is if self.batched else collate)
         kwargs.setdefault("persistent_workers", False)
         if kwargs.get("drop_last"):
             raise ValueError("drop_last would silently skip samples of the last batch of each worker")
-        return DataLoader(
-            self, batch_size=self.layout.batch_size, num_workers=self.layout.num_workers, **kwargs
-        )
+        batch_size = None if self.batched else self.layout.batch_size
+        return DataLoader(self, batch_size=batch_size, num_workers=self.layout.num_workers, **kwargs)
 
     # ------------------------------------------------------------------ order and state
     def _remaining(self) -> np.ndarray:
@@ -344,7 +363,12 @@ class ShardDataset(IterableDataset):
         return worker
 
     def __iter__(self) -> Iterator[Any]:
-        raw = self._rows(self._worker())
+        if self.batched:
+            yield from self._batches(self._worker())
+            return
+        yield from self._samples(self._rows(self._worker()))
+
+    def _samples(self, raw: Iterator[tuple[dict[str, Any], int]]) -> Iterator[Any]:
         if self.decode_threads <= 1 or not (self.decode_video or self.transform is not None):
             for sample, sample_id in raw:
                 yield self._finish(sample, sample_id)
@@ -399,7 +423,71 @@ class ShardDataset(IterableDataset):
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _finish(self, sample: dict[str, Any], sample_id: int) -> Any:
+    def _batches(self, worker: int) -> Iterator[dict[str, Any]]:
+        """Collated batches of this worker's samples, in the order the DataLoader would form them.
+
+        Workers own whole batches (see ``catalog.order.worker_spans``), so batching inside the
+        worker gives the same batches, order and resume points as per-sample iteration. A decoded
+        window goes straight into its slot of one batch buffer (in shared memory inside a worker).
+        """
+        pool = (
+            ThreadPoolExecutor(max_workers=self.decode_threads, thread_name_prefix="shard-decode")
+            if self.decode_threads > 1
+            else None
+        )
+        chunk: list[tuple[dict[str, Any], int]] = []
+        try:
+            for item in self._rows(worker):
+                chunk.append(item)
+                if len(chunk) == self.layout.batch_size:
+                    yield self._collate_chunk(chunk, pool)
+                    chunk = []
+            if chunk:
+                yield self._collate_chunk(chunk, pool)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _collate_chunk(
+        self, chunk: list[tuple[dict[str, Any], int]], pool: ThreadPoolExecutor | None = None
+    ) -> dict[str, Any]:
+        if not (self.decode_video and self.window) or self.transform is not None:
+            return collate(list(self._samples(iter(chunk))))
+        from egocurate.catalog.clipmedia import decode_mp4_into, mp4_size
+
+        videos = [sample.pop("video", None) for sample, _ in chunk]
+        if any(v is None for v in videos):
+            for (sample, _), video in zip(chunk, videos, strict=True):
+                sample["video"] = video
+            return collate(list(self._samples(iter(chunk))))
+        height, width = mp4_size(videos[0])
+        frames = _batch_buffer((len(chunk), int(self.window), height, width, 3))
+        starts = [
+            window_start(int(sample["num_frames"]), self.window, self.seed, self.epoch, sample_id)
+            for sample, sample_id in chunk
+        ]
+
+        def fill(slot: int) -> bool:
+            try:
+                return decode_mp4_into(videos[slot], starts[slot], frames[slot].numpy()) == self.window
+            except ValueError:  # another frame size, or no frames: decode this batch sample by sample
+                return False
+
+        slots = range(len(chunk))
+        if not all(pool.map(fill, slots) if pool is not None else map(fill, slots)):
+            for (sample, _), video in zip(chunk, videos, strict=True):
+                sample["video"] = video
+            return collate(list(self._samples(iter(chunk))))
+        samples = []
+        for (sample, sample_id), start in zip(chunk, starts, strict=True):
+            sample = self._finish(sample, sample_id, decode=False)
+            sample["frame_start"] = start
+            samples.append(sample)
+        batch = collate(samples)
+        batch["frames"] = frames
+        return batch
+
+    def _finish(self, sample: dict[str, Any], sample_id: int, decode: bool = True) -> Any:
         sample["__index__"] = int(sample_id)
         sample["__epoch__"] = self.epoch
         if self.decode_arrays:
@@ -408,7 +496,7 @@ class ShardDataset(IterableDataset):
                     sample[name] = decode_array(
                         sample[name], sample.pop(shape_col, None), sample.pop(dtype_col, None)
                     )
-        if self.decode_video and sample.get("video") is not None:
+        if decode and self.decode_video and sample.get("video") is not None:
             from egocurate.catalog.clipmedia import decode_mp4
 
             start, count = 0, None
