@@ -456,10 +456,14 @@ class ShardDataset(IterableDataset):
         from egocurate.catalog.clipmedia import decode_mp4_into, mp4_size
 
         videos = [sample.pop("video", None) for sample, _ in chunk]
-        if any(v is None for v in videos):
+
+        def per_sample() -> dict[str, Any]:  # the general path: decode and collate sample by sample
             for (sample, _), video in zip(chunk, videos, strict=True):
                 sample["video"] = video
             return collate(list(self._samples(iter(chunk))))
+
+        if any(v is None for v in videos):
+            return per_sample()
         height, width = mp4_size(videos[0])
         frames = _batch_buffer((len(chunk), int(self.window), height, width, 3))
         starts = [
@@ -475,9 +479,7 @@ class ShardDataset(IterableDataset):
 
         slots = range(len(chunk))
         if not all(pool.map(fill, slots) if pool is not None else map(fill, slots)):
-            for (sample, _), video in zip(chunk, videos, strict=True):
-                sample["video"] = video
-            return collate(list(self._samples(iter(chunk))))
+            return per_sample()
         samples = []
         for (sample, sample_id), start in zip(chunk, starts, strict=True):
             sample = self._finish(sample, sample_id, decode=False)
