@@ -9,7 +9,7 @@ run; ``--model ViT-B-32 --pretrained laion2b_s34b_b79k`` uses a real checkpoint 
 
 Part 2, ``scale``: synthetic clustered embeddings (1M x 512 by default, 10M with ``--big``) are
 written to a Delta ``clip_embeddings`` table, then the real ``dedup`` stage driver
-(``jobs.global_stages.run_dedup``) runs in a child process that reports its wall time, per-phase
+(``jobs.corpus.dedup.run_dedup``) runs in a child process that reports its wall time, per-phase
 times and peak RSS. Pair recall is measured against exact brute force (FAISS ``IndexFlatIP`` range
 search, the naive all-pairs baseline) on a subset of the rows; the baseline's time on the subset
 is reported and scaled (quadratically) to the full corpus.
@@ -44,12 +44,28 @@ from near_dup_data import build, default_sources, truth_pairs  # noqa: E402
 
 from egocurate.catalog import tables  # noqa: E402
 from egocurate.catalog.store import Catalog  # noqa: E402
-from egocurate.filters.dedup import ArraySource, DedupSettings, find_groups, peak_rss_mb  # noqa: E402
+from egocurate.filters.dedup import ArraySource, DedupSettings, find_groups  # noqa: E402
 from egocurate.filters.vectors import decode_vectors, encode_vectors  # noqa: E402
 
 TINY_EPS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01)
 REAL_EPS = (0.01, 0.02, 0.03, 0.05, 0.08, 0.1)
 
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process in MiB (Linux VmHWM; ru_maxrss elsewhere).
+
+    VmHWM, unlike ru_maxrss, does not inherit the parent's peak across fork and exec."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 def emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
@@ -186,11 +202,11 @@ def write_corpus(root: Path, rows: int, dim: int, chunk: int, seed: int) -> Cata
 
 def child(args: argparse.Namespace) -> None:
     """Run the dedup stage driver on the catalog; report time, per-phase times, RSS, subset pairs."""
-    from egocurate.jobs.global_stages import DedupGlobalStage, run_dedup
+    from egocurate.jobs.corpus.dedup import DedupCorpusStage, run_dedup
 
     catalog = Catalog(args.child)
     overrides = {} if args.margin is None else {"margin": args.margin}
-    stage = DedupGlobalStage(eps=args.scale_eps, max_assign=args.max_assign, **overrides)
+    stage = DedupCorpusStage(eps=args.scale_eps, max_assign=args.max_assign, **overrides)
     found: list[np.ndarray] = []
 
     def sink(a: np.ndarray, b: np.ndarray, sims: np.ndarray) -> None:

@@ -24,10 +24,10 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from egocurate.catalog.store import Catalog  # noqa: E402
-from egocurate.ingest.media import ffprobe_exe  # noqa: E402
 from egocurate.ingest.probe_stage import ProbeStage  # noqa: E402
-from egocurate.jobs.runner import run_stage  # noqa: E402
-from egocurate.synthetic import make_video  # noqa: E402
+from egocurate.jobs.driver import run_stage  # noqa: E402
+from egocurate.media.tools import ffprobe_exe  # noqa: E402
+from egocurate.testing.videos import make_video  # noqa: E402
 
 
 def make_corpus(out: Path, count: int, source: Path | None) -> list[Path]:

@@ -1,7 +1,7 @@
 """Does a LAM trained on our clips encode the true action? A linear probe and the controllability gap.
 
 1. Generate synthetic egocentric videos whose generator records the true per-frame action: the hand's
-   displacement and the camera's motion (`egocurate.synthetic`, `.truth.json`).
+   displacement and the camera's motion (`egocurate.testing.videos`, `.truth.json`).
 2. Train a small LAM (`egocurate.latent_actions.train`) on the clips of the training videos, within a
    CPU budget (CPU seconds of this process, `--budget-cpu-s`, fair on a shared machine).
 3. Label clips with the trained checkpoint through the real `latent_actions` stage (float16 storage).
@@ -35,11 +35,11 @@ import torch
 from egocurate.latent_actions.arrays import unpack_f16
 from egocurate.latent_actions.frames import read_model_frames, strided_indices
 from egocurate.latent_actions.lam import LatentActionModel
-from egocurate.latent_actions.stage import LatentActionStage
+from egocurate.latent_actions.lam_stage import LatentActionStage
 from egocurate.latent_actions.train import TrainConfig, psnr, train
-from egocurate.synthetic import make_video
+from egocurate.testing.videos import make_video
 
-MARGIN = 24  # egocurate.synthetic.render_scene's camera margin
+MARGIN = 24  # egocurate.testing.videos.render_scene's camera margin
 
 
 def emit(**record) -> None:

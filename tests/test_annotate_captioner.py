@@ -9,11 +9,11 @@ from egocurate.annotate.captioner import CaptionStage
 from egocurate.annotate.embedders import minilm_path
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog
+from egocurate.jobs.driver import run_stage
 from egocurate.jobs.inputs import clips, label_inputs
 from egocurate.jobs.registry import build_stage
-from egocurate.jobs.runner import run_stage
 from egocurate.jobs.runners.local import LocalEngine
-from egocurate.synthetic import make_video
+from egocurate.testing.videos import make_video
 
 CHAT = (
     "{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>"

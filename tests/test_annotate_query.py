@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from egocurate.annotate.label_query import LabelQuery
-from egocurate.annotate.synthetic_catalog import synthetic_tables
 from egocurate.catalog import tables
 from egocurate.catalog.query import connect, sql
 from egocurate.catalog.store import Catalog
-from egocurate.jobs.cli_annotate import app
+from egocurate.cli.annotate import app
+from egocurate.testing.corpus_tables import synthetic_tables
 
 
 @pytest.fixture(scope="module")

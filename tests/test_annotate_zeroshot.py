@@ -15,9 +15,9 @@ from egocurate.annotate.zeroshot import ZeroShotLabeler, gerund, task_prompts
 from egocurate.catalog import tables
 from egocurate.catalog.query import sql
 from egocurate.catalog.store import Catalog
+from egocurate.jobs.driver import run_stage
 from egocurate.jobs.inputs import label_inputs
 from egocurate.jobs.registry import build_stage
-from egocurate.jobs.runner import run_stage
 from egocurate.jobs.runners.local import LocalEngine
 
 TINY = {

@@ -1,4 +1,4 @@
-"""Frame access (egocurate.ingest.decode): decord, PyAV fallback, seeking, sizes, rates, shared decode."""
+"""Frame access (egocurate.media.decode): decord, PyAV fallback, seeking, sizes, rates, shared decode."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import fsspec
 import numpy as np
 import pytest
 
-from egocurate.ingest import decode
-from egocurate.ingest.media import ffmpeg_exe
-from egocurate.synthetic import encode_frames
+from egocurate.media import decode
+from egocurate.media.tools import ffmpeg_exe
+from egocurate.testing.videos import encode_frames
 
 FPS = 15.0
 

@@ -24,7 +24,7 @@ from egocurate.filters.dedup import (
 from egocurate.filters.embed import TINY_MODEL, EmbedStage
 from egocurate.filters.vectors import decode_vectors, encode_vectors
 from egocurate.jobs.config import PipelineConfig
-from egocurate.jobs.global_stages import run_dedup
+from egocurate.jobs.corpus.dedup import run_dedup
 from egocurate.jobs.pipeline import run_pipeline
 from egocurate.jobs.registry import build_stage
 
@@ -136,7 +136,7 @@ def test_representative_is_longest_then_best_quality_then_smallest_id() -> None:
 def copies(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     """A clip, its re-encode at another CRF, and two other clips (another scene and another video)."""
     near_dup_data = load_near_dup_data()
-    from egocurate.synthetic import make_video
+    from egocurate.testing.videos import make_video
 
     folder = tmp_path_factory.mktemp("copies")
     make_video(folder / "a.mp4", seed=11, scenes=2, scene_seconds=2.0, fps=15.0, width=320, height=240)
@@ -212,7 +212,7 @@ def test_driver_writes_every_clip_and_a_rerun_computes_nothing(tmp_path: Path) -
     ids = [f"c{i:03d}" for i in range(35)]
     catalog = write_catalog(tmp_path / "catalog", vectors, ids)
     stage = build_stage("dedup", {"eps": 0.01})
-    first = stage.run_global(catalog, None, progress=False)
+    first = stage.run_corpus(catalog, progress=False)
     assert (first.rows_out, first.commits) == (35, 1)
     dedup = {r["clip_id"]: r for r in catalog.read("clip_dedup").to_pylist()}
     assert len(dedup) == 35
@@ -220,7 +220,7 @@ def test_driver_writes_every_clip_and_a_rerun_computes_nothing(tmp_path: Path) -
         assert dedup[f"c{30 + i:03d}"]["group_id"] == dedup[f"c{i:03d}"]["group_id"]
     assert sum(r["is_representative"] for r in dedup.values()) == 30
     version = catalog.version("clip_dedup")
-    again = stage.run_global(catalog, None, progress=False)
+    again = stage.run_corpus(catalog, progress=False)
     assert (again.rows_in, again.rows_out, again.rows_skipped) == (0, 0, 35)
     assert catalog.version("clip_dedup") == version
     # A new clip changes the inputs: the groups are recomputed and replaced in one commit.

@@ -12,12 +12,13 @@ import pytest
 
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog
-from egocurate.filters.embed import MODEL_CONFIGS, TINY_MODEL, EmbedStage, center_crop, model_id_for, pool
+from egocurate.filters.embed import MODEL_CONFIGS, TINY_MODEL, EmbedStage, model_id_for, pool
 from egocurate.filters.vectors import decode_vectors, encode_vectors
+from egocurate.jobs.driver import run_stage
 from egocurate.jobs.registry import build_stage
-from egocurate.jobs.runner import run_stage
 from egocurate.jobs.runners.local import LocalEngine
-from egocurate.synthetic import make_video
+from egocurate.media.crop import center_crop
+from egocurate.testing.videos import make_video
 
 TINY = {"model": TINY_MODEL, "pretrained": None, "batch_size": 4}
 
@@ -85,8 +86,8 @@ def test_pooling_normalises_frames_then_the_mean() -> None:
 
 def test_center_crop_and_vector_codec_round_trip() -> None:
     frames = np.arange(2 * 4 * 6 * 3, dtype=np.uint8).reshape(2, 4, 6, 3)
-    assert center_crop(frames, (4, 4)).shape == (2, 4, 4, 3)
-    np.testing.assert_array_equal(center_crop(frames, (4, 4))[0, 0, 0], frames[0, 0, 1])
+    assert center_crop(frames, 4, 4).shape == (2, 4, 4, 3)
+    np.testing.assert_array_equal(center_crop(frames, 4, 4)[0, 0, 0], frames[0, 0, 1])
     vectors = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
     encoded = encode_vectors(vectors, missing=np.array([False, False, True, False, False]))
     assert encoded.null_count == 1
@@ -129,7 +130,7 @@ def test_invalid_parameters_name_allowed_values() -> None:
 
 def test_cpu_stage_asks_for_no_gpu_and_rerun_computes_nothing(rows: list[dict], tmp_path: Path) -> None:
     stage = build_stage("embed", {**TINY, "device": "cpu"})
-    assert stage.resources["gpus"] == 0.0
+    assert stage.resources.gpus == 0.0
     catalog = Catalog(tmp_path / "catalog")
     table = pa.Table.from_pylist(rows)
     first = run_stage(stage, table, catalog, LocalEngine(), progress=False)
@@ -148,7 +149,7 @@ def test_gpu_embedding_matches_cpu_under_bf16(rows: list[dict]) -> None:
 
     assert torch.cuda.is_available()
     gpu = EmbedStage(**TINY, device="cuda")
-    assert gpu.resources["gpus"] == 1.0
+    assert gpu.resources.gpus == 1.0
     cpu_vectors = decode_vectors(
         EmbedStage(**TINY, device="cpu").process(pa.Table.from_pylist(rows)).column("vector")
     )

@@ -11,7 +11,7 @@ from egocurate.catalog.query import register_spark_views, sql
 from egocurate.catalog.store import Catalog
 from egocurate.ingest.discover import discover
 from egocurate.ingest.probe_stage import ProbeStage
-from egocurate.jobs.runner import run_stage
+from egocurate.jobs.driver import run_stage
 from egocurate.jobs.runners.local import LocalEngine
 
 

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from egocurate.catalog.export import check_dreamdojo_root, export_dreamdojo, loader_safe_name
-from egocurate.catalog.sample_catalog import build_sample_catalog
+from egocurate.export.dreamdojo import check_dreamdojo_root, export_dreamdojo, loader_safe_name
+from egocurate.testing.catalog import build_sample_catalog
 
 LAB_TASKS = ("pour water into the cup", "bright pad wiping", "open the left drawer", "Resize the iPad window")
 
@@ -103,7 +103,7 @@ def test_safe_names_never_contain_filtered_words():
 
 
 def test_cli_export_dreamdojo(catalog, tmp_path):
-    from egocurate.jobs.cli import app
+    from egocurate.cli.main import app
 
     out = tmp_path / "cli_export"
     args = [

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from egocurate.catalog.lerobot import export_lerobot
-from egocurate.catalog.sample_catalog import build_sample_catalog
+from egocurate.export.lerobot import export_lerobot
+from egocurate.testing.catalog import build_sample_catalog
 
 DEFAULT_FEATURES = {
     "timestamp": "float32",
@@ -161,7 +161,7 @@ def test_lerobot_export_validates_and_carries_latent_actions(catalog, tmp_path):
 
 
 def test_cli_export_lerobot_with_task_glob(catalog, tmp_path):
-    from egocurate.jobs.cli import app
+    from egocurate.cli.main import app
 
     out = tmp_path / "pour"
     args = [
@@ -190,7 +190,7 @@ def test_cli_export_lerobot_with_task_glob(catalog, tmp_path):
 
 
 def test_demo_exports_write_shards_and_both_exports(catalog, tmp_path):
-    from egocurate.jobs.cli_shards import demo_exports
+    from egocurate.cli.demo import demo_exports
 
     paths = demo_exports(catalog, tmp_path)
     assert Path(paths["shards"]).is_file() and "6 episodes" in paths["lerobot"]

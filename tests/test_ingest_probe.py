@@ -9,11 +9,11 @@ import pytest
 
 from egocurate.catalog.store import Catalog
 from egocurate.ingest.fingerprint import fingerprint_uri, sampled_ranges, video_id_for
-from egocurate.ingest.media import ffmpeg_exe, ffprobe_exe
 from egocurate.ingest.probe import ProbeError, probe
 from egocurate.ingest.probe_stage import ProbeStage
-from egocurate.jobs.runner import run_stage
+from egocurate.jobs.driver import run_stage
 from egocurate.jobs.runners.local import LocalEngine
+from egocurate.media.tools import ffmpeg_exe, ffprobe_exe
 
 BACKENDS = ["ffprobe", "pyav"]
 EXPECTED_KIND = {

@@ -9,10 +9,9 @@ import yaml
 from typer.testing import CliRunner
 
 from egocurate.catalog.store import Catalog
-from egocurate.jobs.cli import app
+from egocurate.cli.main import app
 from egocurate.jobs.config import ConfigError, load_config
 from egocurate.jobs.registry import build_stage
-from egocurate.jobs.stage import Resources
 
 runner = CliRunner()
 
@@ -50,9 +49,8 @@ def test_bad_numbers_and_yaml_are_reported(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
-    stage = build_stage("ingest", {"batch_size": 0})
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        Resources.of(stage)
+    with pytest.raises(ValueError, match="stage 'ingest': batch_size must be >= 1"):
+        build_stage("ingest", {"batch_size": 0})
 
 
 def test_relative_paths_resolve_against_the_config_file(tmp_path):

@@ -17,7 +17,7 @@ from egocurate.jobs.config import PipelineConfig
 from egocurate.jobs.pipeline import run_pipeline
 from egocurate.latent_actions.arrays import unpack_f16
 from egocurate.latent_actions.tokenizer_stage import read_latent
-from egocurate.synthetic import make_sample_set
+from egocurate.testing.videos import make_sample_set
 
 LATENT_STAGES = ("latent_actions", "tokenizer_latents")
 
@@ -31,7 +31,7 @@ def one_thread():
 
 
 def demo_stage_configs() -> list[dict]:
-    raw = yaml.safe_load(resources.files("egocurate.pipelines").joinpath("demo.yaml").read_text())
+    raw = yaml.safe_load(resources.files("egocurate.configs").joinpath("demo.yaml").read_text())
     stages = [s for s in raw["stages"] if s["name"] in LATENT_STAGES]
     assert [s["name"] for s in stages] == list(LATENT_STAGES)
     return stages

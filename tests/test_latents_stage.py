@@ -11,14 +11,14 @@ import torch
 
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog
-from egocurate.ingest.decode import read_clip
+from egocurate.jobs.driver import run_stage
 from egocurate.jobs.registry import build_stage
-from egocurate.jobs.runner import run_stage
 from egocurate.jobs.runners.local import LocalEngine
 from egocurate.latent_actions.arrays import unpack_f16
-from egocurate.latent_actions.frames import crop_box, crop_resize, decode_size
-from egocurate.latent_actions.stage import LatentActionStage
-from egocurate.synthetic import make_corrupt_copy, make_video
+from egocurate.latent_actions.lam_stage import LatentActionStage
+from egocurate.media.crop import cover_size, crop_box, crop_resize
+from egocurate.media.decode import read_clip
+from egocurate.testing.videos import make_corrupt_copy, make_video
 
 TINY = {"model_dim": 32, "enc_blocks": 1, "dec_blocks": 1, "num_heads": 2}
 HW = (48, 64)
@@ -103,13 +103,13 @@ def tiny_stage(**kwargs) -> LatentActionStage:
 def test_crop_and_decode_size_keep_4_to_3():
     assert crop_box(1920, 1080, 4 / 3) == (240, 0, 1440, 1080)
     assert crop_box(480, 640, 4 / 3) == (0, 140, 480, 360)  # portrait: crop height
-    w, h = decode_size(1920, 1080, (240, 320))
+    w, h = cover_size(1920, 1080, 320, 240)
     _, _, cw, ch = crop_box(w, h, 4 / 3)
     assert cw >= 320 and ch >= 240 and w < 1920
-    assert decode_size(320, 240, (240, 320)) is None  # never upscale while decoding
+    assert cover_size(320, 240, 320, 240) is None  # never upscale while decoding
     frames = np.zeros((2, 1080, 1920, 3), np.uint8)
     frames[:, :, 240:1680] = 255  # the 4:3 centre is white, the side bars black
-    out = crop_resize(frames, (240, 320))
+    out = crop_resize(frames, 320, 240)
     assert out.shape == (2, 240, 320, 3) and out.min() == 255
 
 
@@ -118,11 +118,11 @@ def test_pairs_are_consecutive_frames_at_the_clip_stride(videos):
     row = clip_rows(videos)[0]
     out = stage.process(pa.Table.from_pylist([row])).to_pylist()[0]
     assert out[tables.ERROR_KIND] is None
-    size = decode_size(row["width"], row["height"], HW)  # the stage decodes at the smallest sufficient size
+    size = cover_size(row["width"], row["height"], HW[1], HW[0])  # the smallest size the stage decodes at
     frames = read_clip(row["uri"], row["start_frame"], row["end_frame"], size=size)[::2]
     expected_pairs = len(frames) - 1
     assert out["latent_actions_shape"] == [expected_pairs, 32] and out["lam_stride"] == 2
-    model_frames = crop_resize(frames, HW)
+    model_frames = crop_resize(frames, HW[1], HW[0])
     pairs = torch.from_numpy(np.stack([model_frames[:-1], model_frames[1:]], axis=1)).float() / 255
     mu, logvar = stage.model.encode_pairs(pairs)
     got = unpack_f16(out["latent_actions"], out["latent_actions_shape"])

@@ -15,10 +15,10 @@ from egocurate.catalog import tables
 from egocurate.catalog.keep import DEFAULTS, THRESHOLDS, effective_thresholds, keep_predicate
 from egocurate.catalog.store import Catalog
 from egocurate.filters.quality import QualitySettings, QualityStage, analysis_windows, score_frames
+from egocurate.jobs.driver import run_stage
 from egocurate.jobs.registry import build_stage
-from egocurate.jobs.runner import run_stage
 from egocurate.jobs.runners.local import LocalEngine
-from egocurate.synthetic import encode_frames, render_scene
+from egocurate.testing.videos import encode_frames, render_scene
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 W, H, FPS, N = 320, 240, 15.0, 30

@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog
-from egocurate.jobs.cli_annotate import app
-from egocurate.jobs.global_stats import build_report, load_stats
-from egocurate.synthetic import make_video
+from egocurate.cli.annotate import app
+from egocurate.jobs.corpus.report import build_report
+from egocurate.jobs.corpus.stats import load_stats
+from egocurate.testing.videos import make_video
 
 DATA_URI = re.compile(r'src="data:image/(png|jpeg);base64,([A-Za-z0-9+/=]+)"')
 
@@ -184,7 +185,7 @@ def test_demo_pipeline_stages_produce_labels_and_a_report(catalog, tmp_path):
     from egocurate.jobs.config import PipelineConfig
     from egocurate.jobs.pipeline import run_pipeline
 
-    demo = yaml.safe_load(resources.files("egocurate.pipelines").joinpath("demo.yaml").read_text())
+    demo = yaml.safe_load(resources.files("egocurate.configs").joinpath("demo.yaml").read_text())
     stages = [s for s in demo["stages"] if s["name"] in ("labels", "report")]
     assert [s["name"] for s in stages] == ["labels", "report"]
     stages[0]["params"] = {**stages[0]["params"], "text_embedder": "none"}  # lexical only: no model load here

@@ -27,7 +27,7 @@ def many_videos(tmp_path_factory, sample_videos):
 
 
 def _cli(catalog: str, src, env) -> list[str]:
-    return [sys.executable, "-m", "egocurate.jobs.cli", "ingest", str(src), "--catalog", catalog,
+    return [sys.executable, "-m", "egocurate.cli.main", "ingest", str(src), "--catalog", catalog,
             "--commit-every", "2", "--batch-size", "2", "--no-progress"]  # fmt: skip
 
 

@@ -5,16 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from egocurate.catalog.clipmedia import (
-    crop_box,
-    crop_resize,
-    decode_mp4,
-    decode_size,
-    encode_mp4,
-    probe_mp4,
-    resample_indices,
-)
-from egocurate.catalog.shards import align_latent_actions, bf16_bytes, clip_offsets
+from egocurate.catalog.rows import align_latent_actions
+from egocurate.media.crop import cover_size, crop_box, crop_resize
+from egocurate.media.encode import decode_mp4, encode_mp4, probe_mp4, resample_indices
+from egocurate.shards.write import bf16_bytes, clip_offsets
 
 
 def ramp(n: int = 40) -> np.ndarray:
@@ -43,15 +37,15 @@ def test_resampling_keeps_the_span_and_never_skips_the_first_frame():
     assert clip_offsets(30, 30.0, None, 3) == (list(range(0, 30, 3)), 10.0)
 
 
-def test_centre_crop_and_reduced_decode_size():
+def test_centre_crop_and_reduced_cover_size():
     assert crop_box(1920, 1080, 4 / 3) == (240, 0, 1440, 1080)
     assert crop_box(480, 640, 4 / 3) == (0, 140, 480, 360)
     out = crop_resize(np.zeros((2, 1080, 1920, 3), np.uint8), 640, 480)
     assert out.shape == (2, 480, 640, 3)
-    w, h = decode_size(1920, 1080, 640, 480)
+    w, h = cover_size(1920, 1080, 640, 480)
     _, _, crop_w, crop_h = crop_box(w, h, 4 / 3)
     assert abs(w / h - 1920 / 1080) < 0.01 and crop_w >= 640 and crop_h >= 480 and w < 1920
-    assert decode_size(320, 240, 640, 480) is None  # never decode above the source size
+    assert cover_size(320, 240, 640, 480) is None  # never decode above the source size
 
 
 def test_latent_actions_follow_the_rendered_frames():

@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from egocurate.catalog.clipmedia import probe_mp4
-from egocurate.catalog.manifest import read_manifest
-from egocurate.catalog.sample_catalog import build_sample_catalog, tokenizer_latent_for
 from egocurate.catalog.selection import split_of
-from egocurate.catalog.shards import SHARD_SCHEMA, ShardParams, write_shards
+from egocurate.media.encode import probe_mp4
+from egocurate.shards.manifest import read_manifest
+from egocurate.shards.write import SHARD_SCHEMA, ShardParams, write_shards
+from egocurate.testing.catalog import build_sample_catalog, tokenizer_latent_for
 
 SMALL = dict(width=160, height=120, target_bytes=40_000, row_group_bytes=20_000)
 
@@ -126,7 +126,7 @@ def test_task_glob_and_frame_rate_resampling(catalog, tmp_path):
 KILLED_WRITER = """
 import sys
 from egocurate.catalog.store import Catalog
-from egocurate.catalog.shards import ShardParams, write_shards
+from egocurate.shards.write import ShardParams, write_shards
 write_shards(Catalog(sys.argv[1]), sys.argv[2], workers=1, progress=False, register=False,
              params=ShardParams(width=160, height=120, target_bytes=1, row_group_rows=1))
 """
@@ -161,7 +161,7 @@ def test_a_killed_writer_never_publishes_a_partial_shard(catalog, tmp_path):
 
 
 def test_cli_shards_write(catalog, tmp_path):
-    from egocurate.jobs.cli import app
+    from egocurate.cli.main import app
 
     result = CliRunner().invoke(
         app,

@@ -10,13 +10,14 @@ import pyarrow as pa
 import pytest
 
 from egocurate.catalog import tables
-from egocurate.ingest.clips import ClipPolicy, clip_id_for, config_version, crop_box_4_3, plan_clips
-from egocurate.ingest.decode import read_frames
-from egocurate.ingest.media import ffmpeg_exe
+from egocurate.ingest.clips import ClipPolicy, clip_id_for, config_version, plan_clips
 from egocurate.ingest.probe import probe
 from egocurate.ingest.shots import Shot, VideoTiming
 from egocurate.ingest.shots_stage import ShotStage
-from egocurate.synthetic import encode_frames, make_video, render_scene
+from egocurate.media.crop import even_crop_box
+from egocurate.media.decode import read_frames
+from egocurate.media.tools import ffmpeg_exe
+from egocurate.testing.videos import encode_frames, make_video, render_scene
 
 
 def _timing(n: int, fps: float = 30.0) -> VideoTiming:
@@ -67,9 +68,9 @@ def test_clip_ids_are_stable_and_depend_on_the_config():
 
 
 def test_centre_crop_to_4_3():
-    assert crop_box_4_3(1280, 720) == (160, 0, 960, 720)
-    assert crop_box_4_3(360, 640) == (0, 185, 360, 270)
-    assert crop_box_4_3(640, 480) == (0, 0, 640, 480)
+    assert even_crop_box(1280, 720, 4 / 3) == (160, 0, 960, 720)
+    assert even_crop_box(360, 640, 4 / 3) == (0, 185, 360, 270)
+    assert even_crop_box(640, 480, 4 / 3) == (0, 0, 640, 480)
 
 
 # -------------------------------------------------------------------------------------------- stage
@@ -235,7 +236,7 @@ def test_pipeline_writes_clips_and_a_rerun_does_no_new_work(tmp_path):
     from egocurate.catalog.store import Catalog
     from egocurate.jobs.config import PipelineConfig, StageConfig
     from egocurate.jobs.pipeline import run_pipeline
-    from egocurate.synthetic import make_sample_set
+    from egocurate.testing.videos import make_sample_set
 
     manifest = make_sample_set(tmp_path / "samples", videos=2, scene_seconds=3.0, width=320, height=240)
     config = PipelineConfig(
@@ -256,7 +257,7 @@ def test_cli_prints_shots_and_clips_of_one_video(sample):
 
     from typer.testing import CliRunner
 
-    from egocurate.jobs.cli import app
+    from egocurate.cli.main import app
 
     path, truth = sample
     result = CliRunner().invoke(app, ["shots", "detect", str(path), "--min-clip-s", "2"])

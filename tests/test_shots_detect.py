@@ -9,7 +9,7 @@ import pytest
 
 from egocurate.ingest import shot_transnet
 from egocurate.ingest.shots import Shot, Transition, detect_shots, detect_transitions, shots_from_transitions
-from egocurate.synthetic import encode_frames, make_video, render_scene
+from egocurate.testing.videos import encode_frames, make_video, render_scene
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FPS = 15.0
@@ -113,7 +113,7 @@ def test_a_jump_cut_within_one_recording_is_found_and_continuous_footage_is_not(
 
 def test_parallel_parts_cover_every_frame_once_and_agree_with_one_thread(tmp_path):
     """The coarse pass cut at keyframes into parts (one per thread) sees what one thread sees."""
-    from egocurate.ingest.decode import VideoScanner
+    from egocurate.media.scan import VideoScanner
 
     path = tmp_path / "long.mp4"
     truth = make_video(path, seed=21, scenes=3, scene_seconds=4.0, fps=FPS, width=320, height=240)

@@ -7,12 +7,12 @@ import pyarrow as pa
 import pytest
 
 from egocurate.annotate import stats as S
-from egocurate.annotate.synthetic_catalog import synthetic_tables
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog
-from egocurate.jobs import global_stats
 from egocurate.jobs.config import PipelineConfig, StageConfig
+from egocurate.jobs.corpus import stats as global_stats
 from egocurate.jobs.pipeline import run_pipeline
+from egocurate.testing.corpus_tables import synthetic_tables
 
 
 def _hand_catalog(root) -> Catalog:

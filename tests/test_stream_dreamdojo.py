@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from egocurate.catalog import tables
-from egocurate.catalog.clipmedia import decode_mp4
-from egocurate.catalog.dreamdojo import DreamDojoSample, center_crop_resize, lam_frames
-from egocurate.catalog.sample_catalog import build_sample_catalog
-from egocurate.catalog.shards import ShardParams, write_shards
-from egocurate.catalog.stream import ShardDataset
+from egocurate.media.encode import decode_mp4
+from egocurate.shards.dreamdojo_sample import DreamDojoSample, center_crop_resize, lam_frames
+from egocurate.shards.stream import ShardDataset
+from egocurate.shards.write import ShardParams, write_shards
+from egocurate.testing.catalog import build_sample_catalog
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_batched_loader_gives_the_same_batches_as_per_sample_collation(shard_url
 
 
 def test_decoding_into_a_buffer_equals_decode_mp4(shard_url):
-    from egocurate.catalog.clipmedia import decode_mp4_into, mp4_size
+    from egocurate.media.encode import decode_mp4_into, mp4_size
 
     video = next(iter(ShardDataset(shard_url, columns=["clip_id", "video"])))["video"]
     out = np.zeros((5, *mp4_size(video), 3), np.uint8)

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from egocurate.catalog.manifest import Manifest, write_manifest
-from egocurate.catalog.order import Layout, consumer_sequence
-from egocurate.catalog.shards import SHARD_SCHEMA, schema_description, write_rows
-from egocurate.catalog.stream import ShardDataset
+from egocurate.shards.manifest import Manifest, write_manifest
+from egocurate.shards.order import Layout, consumer_sequence
+from egocurate.shards.stream import ShardDataset
+from egocurate.shards.write import SHARD_SCHEMA, schema_description, write_rows
 
 SIZES = (97, 64, 50, 33, 81)  # uneven shards, so spans cross shard and row-group boundaries
 

@@ -6,10 +6,10 @@ import socket
 
 import pytest
 
-from egocurate.catalog.manifest import read_manifest
-from egocurate.catalog.sample_catalog import build_sample_catalog
-from egocurate.catalog.shards import ShardParams, write_shards
-from egocurate.catalog.stream import ShardDataset
+from egocurate.shards.manifest import read_manifest
+from egocurate.shards.stream import ShardDataset
+from egocurate.shards.write import ShardParams, write_shards
+from egocurate.testing.catalog import build_sample_catalog
 
 BUCKET = "egocurate-shards"
 

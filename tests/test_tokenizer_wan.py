@@ -11,12 +11,12 @@ import torch
 
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog
+from egocurate.jobs.driver import run_stage
 from egocurate.jobs.registry import build_stage
-from egocurate.jobs.runner import run_stage
 from egocurate.jobs.runners.local import LocalEngine
 from egocurate.latent_actions.tokenizer import WanTokenizer, latent_shape, load_vae
 from egocurate.latent_actions.tokenizer_stage import TokenizerLatentStage, read_latent
-from egocurate.synthetic import make_video
+from egocurate.testing.videos import make_video
 
 HW = (48, 64)
 

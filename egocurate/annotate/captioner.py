@@ -13,17 +13,19 @@ import pyarrow as pa
 
 from egocurate.annotate.frames import clip_frames, strip
 from egocurate.catalog import tables
+from egocurate.stage_base import BaseStage, Resources
 
 DEFAULT_PROMPT = "Describe in one short sentence what the person's hands are doing and where."
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
-class CaptionStage:
+class CaptionStage(BaseStage):
     """Caption each clip from a few of its frames with a vision-language model (loaded offline)."""
 
     name = "captions"
     input_key = "clip_id"
     output_table = "clip_captions"
+    reads = ('uri', 'start_frame', 'end_frame')
 
     def __init__(
         self,
@@ -46,7 +48,7 @@ class CaptionStage:
         self.max_new_tokens = max_new_tokens
         self.device = device
         self.dtype = dtype
-        self.resources = {"cpus": 1, "gpus": gpus, "batch_size": batch_size}
+        self.resources = Resources(cpus=1, gpus=gpus, batch_size=batch_size)
         self.model = None
         self.processor = None
 

@@ -1,4 +1,4 @@
-"""Frames of one clip row for the captioner and the report's thumbnails (decoded via ingest.decode)."""
+"""Frames of one clip row for the captioner and the report's thumbnails (decoded via media.decode)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from egocurate.ingest.decode import read_frames, sample_indices
-
-
-def decode_size(width: Any, height: Any, short_side: int) -> tuple[int, int] | None:
-    """(width, height) with the short side scaled to `short_side` (even numbers), or None if unknown."""
-    if not width or not height or short_side <= 0:
-        return None
-    width, height = int(width), int(height)
-    scale = short_side / min(width, height)
-    if scale >= 1:
-        return None  # never upscale: decode at the stored size
-    return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
+from egocurate.media.crop import short_side_size
+from egocurate.media.decode import read_frames, sample_indices
 
 
 def clip_frames(row: Mapping[str, Any], count: int = 1, short_side: int = 224) -> np.ndarray:
@@ -29,7 +19,7 @@ def clip_frames(row: Mapping[str, Any], count: int = 1, short_side: int = 224) -
     start, end = int(row.get("start_frame") or 0), int(row.get("end_frame") or 0)
     width = row.get("width") or row.get("video_width")
     height = row.get("height") or row.get("video_height")
-    size = decode_size(width, height, short_side)
+    size = short_side_size(width, height, short_side)
     if row.get("clip_uri"):
         return read_frames(str(row["clip_uri"]), sample_indices(0, max(end - start, 1), count), size)
     if end <= start:

@@ -28,6 +28,7 @@ from egocurate.annotate.text_labels import TextLabeler
 from egocurate.annotate.vocabulary import Vocabulary
 from egocurate.annotate.zeroshot import ZeroShotLabeler
 from egocurate.catalog import tables
+from egocurate.stage_base import BaseStage, Resources
 
 LabelSource = Literal["given", "caption", "zeroshot"]
 EMBEDDING_MISMATCH = "embedding_mismatch"
@@ -55,7 +56,7 @@ def _text(value: Any) -> str:
     return str(value).strip() if value is not None else ""
 
 
-class LabelStage:
+class LabelStage(BaseStage):
     """Label clips from given text, captions or CLIP embeddings (see module docstring)."""
 
     name = "labels"
@@ -94,7 +95,7 @@ class LabelStage:
         self.top_k = top_k
         self.device = device
         self.cache_dir = cache_dir
-        self.resources = {"cpus": 1, "batch_size": batch_size}
+        self.resources = Resources(cpus=1, batch_size=batch_size)
         self.vocab: Vocabulary | None = None
         self.vocab_id: str | None = None
         self._text_labeler: TextLabeler | None = None

@@ -24,7 +24,7 @@ THUMB_SHORT_SIDE = 144
 
 @dataclass
 class ReportData:
-    """What the report shows; gathered from the catalog by ``jobs.global_stats.build_report``."""
+    """What the report shows; gathered from the catalog by ``jobs.corpus.report.build_report``."""
 
     catalog: str
     stats: CorpusStats

@@ -5,7 +5,7 @@ the Spark job give identical results whatever order they add in; hours are deriv
 The long tail (how many labels cover 50%, 90% and 99% of hours) is computed here from the small
 per-label tables, by the same Python code for both engines.
 
-The driver (``jobs.global_stats``) runs the SQL on an engine and stores the result as rows of the
+The driver (``jobs.corpus.stats``) runs the SQL on an engine and stores the result as rows of the
 ``stats`` Delta table, so statistics are versioned with the catalog.
 """
 

@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from egocurate.catalog import tables
+from egocurate.catalog.keep import keep_predicate
 from egocurate.catalog.store import Catalog
 
 # Tables joined into the clip view, with the alias used in SQL. Embedding vectors and latent arrays
@@ -41,10 +42,6 @@ RENAMES = {
 
 def keep_expression(thresholds: Mapping[str, float] | None) -> str:
     """SQL boolean for the view's `keep` column (defined by the filters package's thresholds)."""
-    try:
-        from egocurate.catalog.keep import keep_predicate
-    except ImportError:
-        return "TRUE"
     return keep_predicate(dict(thresholds or {}))
 
 

@@ -270,6 +270,32 @@ class Catalog:
         )
         return int(self.version(spec.name))
 
+    def replace(
+        self,
+        spec: TableSpec,
+        data: pa.Table | pa.RecordBatchReader,
+        operation: str = "replace",
+        metadata: dict[str, str] | None = None,
+    ) -> int:
+        """Replace the whole table in one transaction (a Delta overwrite; older versions stay readable).
+
+        For corpus-level results that change as a whole (dedup groups). `data` may be a streaming
+        reader, so memory stays bounded; `metadata` lands in the commit's history entry.
+        """
+        self.ensure(spec)
+        if isinstance(data, pa.Table):
+            data = tables.conform(data, spec)
+        write_deltalake(
+            self.uri(spec.name),
+            data,
+            mode="overwrite",
+            storage_options=self.storage_options or None,
+            commit_properties=CommitProperties(
+                custom_metadata={"egocurate.operation": operation, **(metadata or {})}
+            ),
+        )
+        return int(self.version(spec.name))
+
     def read_parts(self, parts: Iterable[PartFile]) -> pa.Table | None:
         """Read uncommitted parts back (used when a commit must merge instead of append)."""
         pieces = []

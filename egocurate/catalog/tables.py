@@ -292,7 +292,7 @@ CLIP_CAPTIONS = register(
     )
 )
 
-# Owned by the stats stage (jobs.global_stats): corpus statistics of one run, in long form, appended
+# Owned by the stats stage (jobs.corpus.stats): corpus statistics of one run, in long form, appended
 # per run so statistics are versioned with the catalog.
 STATS = register(
     TableSpec(

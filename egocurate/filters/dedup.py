@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from egocurate.catalog import tables
 from egocurate.filters.vectors import decode_vectors
+from egocurate.stage_base import BaseStage, Resources
 
 PairSink = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 
@@ -143,28 +144,6 @@ def _record(stats: dict, phase: str, started: tuple[float, float]) -> None:
     """Wall and process-CPU seconds of a phase (the CPU time is what a shared machine cannot inflate)."""
     stats["seconds"][phase] = time.perf_counter() - started[0]
     stats.setdefault("cpu_seconds", {})[phase] = time.process_time() - started[1]
-    peak = peak_rss_mb()
-    if peak is not None:
-        stats.setdefault("peak_rss_mb_after", {})[phase] = round(peak)
-
-
-def peak_rss_mb() -> float | None:
-    """Peak resident memory of this process in MiB (Linux VmHWM; ru_maxrss elsewhere).
-
-    VmHWM, unlike ru_maxrss, does not inherit the parent's peak across fork and exec."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    try:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    except ImportError:  # Windows
-        return None
 
 
 def _use_gpu(settings: DedupSettings) -> bool:
@@ -707,13 +686,14 @@ def _column(table: pa.Table, name: str) -> np.ndarray | None:
     return table.column(name).cast(pa.float64()).fill_null(0.0).to_numpy()
 
 
-class DedupStage:
+class DedupStage(BaseStage):
     """Near-duplicate groups (clip_dedup). Corpus-level: the pipeline runs it through
-    ``jobs.global_stages``; ``process`` dedups one in-memory batch (clip_id + vector columns)."""
+    ``jobs.corpus.dedup``; ``process`` dedups one in-memory batch (clip_id + vector columns)."""
 
     name = "dedup"
     input_key = "clip_id"
     output_table = tables.CLIP_DEDUP.name
+    reads = ('vector',)
 
     def __init__(
         self,
@@ -745,7 +725,7 @@ class DedupStage:
             max_assign=max_assign, chunk_rows=chunk_rows, use_gpu=use_gpu, seed=seed, center=center,
         )  # fmt: skip
         self.min_overlap, self.model_id, self.workdir = min_overlap, model_id, workdir
-        self.resources: dict[str, Any] = {"cpus": 1, "batch_size": batch_size}
+        self.resources = Resources(cpus=1, batch_size=batch_size)
 
     def setup(self) -> None:
         """Nothing to load."""

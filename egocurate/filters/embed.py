@@ -23,9 +23,11 @@ import numpy as np
 import pyarrow as pa
 
 from egocurate.catalog import tables
-from egocurate.filters.frames import ClipSource, clip_source, short_side_size
+from egocurate.filters.frames import ClipSource, clip_source, resize_short_side
 from egocurate.filters.vectors import encode_vectors
-from egocurate.ingest.decode import read_frames, sample_indices
+from egocurate.media.crop import center_crop
+from egocurate.media.decode import read_frames, sample_indices
+from egocurate.stage_base import BaseStage, Resources
 
 MODEL_CONFIGS = Path(__file__).with_name("model_configs")
 TINY_MODEL = (
@@ -63,13 +65,6 @@ def load_model(
     return clip.eval()
 
 
-def center_crop(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Centre crop (N, H, W, 3) frames to (height, width) = `size` (CLIP's crop after its resize)."""
-    height, width = frames.shape[1:3]
-    top, left = max(0, (height - size[0]) // 2), max(0, (width - size[1]) // 2)
-    return frames[:, top : top + size[0], left : left + size[1]]
-
-
 def pool(frame_embeddings: np.ndarray, counts: Sequence[int]) -> np.ndarray:
     """Per clip: L2-normalise its frames' embeddings, average them, normalise the mean."""
     normed = frame_embeddings / np.maximum(np.linalg.norm(frame_embeddings, axis=1, keepdims=True), 1e-12)
@@ -81,12 +76,13 @@ def pool(frame_embeddings: np.ndarray, counts: Sequence[int]) -> np.ndarray:
     return np.stack(out) if out else np.zeros((0, frame_embeddings.shape[1]), np.float32)
 
 
-class EmbedStage:
+class EmbedStage(BaseStage):
     """One CLIP vector per clip (float16 bytes, see ``filters.vectors``, with its model id) from K frames."""
 
     name = "embed"
     input_key = "clip_id"
     output_table = tables.CLIP_EMBEDDINGS.name
+    reads = ("uri", "start_frame", "end_frame")
 
     def __init__(
         self,
@@ -114,9 +110,9 @@ class EmbedStage:
         if gpus is None:
             gpus = 1.0 if device == "cuda" or (device == "auto" and _cuda_available()) else 0.0
         self.threads = None if cpus is None else max(1, int(cpus))  # torch threads, only when asked
-        self.resources: dict[str, Any] = {"cpus": cpus or 1.0, "gpus": gpus, "batch_size": batch_size}
-        if concurrency is not None:
-            self.resources["concurrency"] = concurrency
+        self.resources = Resources(
+            cpus=cpus or 1.0, gpus=gpus, batch_size=batch_size, concurrency=concurrency
+        )
         self._model: Any = None
 
     # ------------------------------------------------------------------ model
@@ -175,15 +171,15 @@ class EmbedStage:
         """K evenly spaced frames of the clip, resized (short side) and centre-cropped for the model."""
         indices = sample_indices(source.start, source.end, min(self.num_frames, source.num_frames))
         target_h, target_w = self.image_size
-        size = short_side_size(source.width, source.height, max(target_h, target_w))
+        size = resize_short_side(source.width, source.height, max(target_h, target_w))
         frames = read_frames(source.uri, indices, size, rotation=source.rotation)
         if size is None:  # unknown source size: resize after decoding
             import cv2
 
             h, w = frames.shape[1:3]
-            size = short_side_size(w, h, max(target_h, target_w))
+            size = resize_short_side(w, h, max(target_h, target_w))
             frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
-        return center_crop(frames, (target_h, target_w))
+        return center_crop(frames, target_h, target_w)
 
     def _decode(self, row: dict) -> tuple[np.ndarray | None, str | None, str | None]:
         """(frames, error kind, error message) of one clip."""

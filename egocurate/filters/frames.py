@@ -72,7 +72,7 @@ def scaled_size(width: int | None, height: int | None, long_side: int) -> tuple[
     return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
 
 
-def short_side_size(width: int | None, height: int | None, short_side: int) -> tuple[int, int] | None:
+def resize_short_side(width: int | None, height: int | None, short_side: int) -> tuple[int, int] | None:
     """(width, height) with the shorter side equal to `short_side` (CLIP's resize before its crop)."""
     if not width or not height:
         return None

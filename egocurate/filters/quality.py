@@ -38,7 +38,8 @@ import pyarrow as pa
 
 from egocurate.catalog import tables
 from egocurate.filters.frames import ClipSource, clip_source, scaled_size
-from egocurate.ingest.decode import read_frames
+from egocurate.media.decode import read_frames
+from egocurate.stage_base import BaseStage, Resources
 
 MotionMethod = Literal["farneback", "frame_diff"]
 
@@ -214,12 +215,13 @@ def decode_for_quality(source: ClipSource, settings: QualitySettings) -> tuple[l
 PASS_THROUGH = ("clip_id", "video_id", "duration_s", "fps", "width", "height")
 
 
-class QualityStage:
+class QualityStage(BaseStage):
     """Score each clip from one low-resolution decode: motion, static, shake, blur, exposure, text."""
 
     name = "quality"
     input_key = "clip_id"
     output_table = tables.CLIP_QUALITY.name
+    reads = ('uri', 'start_frame', 'end_frame')
 
     def __init__(
         self,
@@ -250,9 +252,7 @@ class QualityStage:
             motion_method=motion_method,
         )
         self.threads = None if cpus is None else max(1, int(cpus))  # OpenCV threads, only when asked
-        self.resources: dict[str, Any] = {"cpus": cpus or 1.0, "batch_size": batch_size}
-        if concurrency is not None:
-            self.resources["concurrency"] = concurrency
+        self.resources = Resources(cpus=cpus or 1.0, batch_size=batch_size, concurrency=concurrency)
 
     def setup(self) -> None:
         """With `cpus` configured, OpenCV uses that many threads (process-wide, so only when asked)."""

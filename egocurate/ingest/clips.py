@@ -29,9 +29,10 @@ from typing import Literal
 
 import numpy as np
 
-from egocurate.ingest.decode import indices_at_fps, is_remote, local_path
-from egocurate.ingest.media import ffmpeg_exe
 from egocurate.ingest.shots import Shot, VideoTiming
+from egocurate.media.crop import even_crop_box
+from egocurate.media.decode import indices_at_fps, is_remote, local_path
+from egocurate.media.tools import ffmpeg_exe
 
 Encoder = Literal["auto", "libx264", "h264_nvenc"]
 
@@ -130,15 +131,6 @@ def plan_clips(shots: Sequence[Shot], timing: VideoTiming, policy: ClipPolicy) -
     return clips
 
 
-def crop_box_4_3(width: int, height: int) -> tuple[int, int, int, int]:
-    """(x, y, w, h) of the centred 4:3 crop of an upright `width` x `height` frame (even sizes)."""
-    if width * 3 > height * 4:
-        w, h = (height * 4 // 3) // 2 * 2, height // 2 * 2
-    else:
-        w, h = width // 2 * 2, (width * 3 // 4) // 2 * 2
-    return (width - w) // 2, (height - h) // 2, w, h
-
-
 def upright_size(width: int, height: int, rotation: int) -> tuple[int, int]:
     return (height, width) if (int(round((rotation or 0) / 90.0)) % 2) else (width, height)
 
@@ -160,7 +152,7 @@ def clip_geometry(
 ) -> ClipGeometry:  # fmt: skip
     """Crop, size, rate and frame count of `spec` under `policy`."""
     w, h = upright_size(src_width, src_height, rotation)
-    crop = crop_box_4_3(w, h) if policy.crop_4_3 else None
+    crop = even_crop_box(w, h, 4 / 3) if policy.crop_4_3 else None
     out_w, out_h = (crop[2], crop[3]) if crop else (w, h)
     if policy.width is not None and policy.height is not None:
         out_w, out_h = policy.width, policy.height

@@ -15,7 +15,7 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from egocurate.catalog import tables
-from egocurate.ingest.media import ffprobe_exe
+from egocurate.media.tools import ffprobe_exe
 from egocurate.storage import fsspec_options
 
 # Bounds beyond which metadata is not credible for a first-person recording.

@@ -7,6 +7,7 @@ import pyarrow as pa
 from egocurate.catalog import tables
 from egocurate.ingest.fingerprint import fingerprint_uri, video_id_for
 from egocurate.ingest.probe import Backend, ProbeError, probe
+from egocurate.stage_base import BaseStage, Resources
 
 _META_COLUMNS = ("source", "dataset", "task_text", "split", "extra_json")
 
@@ -32,12 +33,13 @@ def _fold(rows: list[dict]) -> dict:
     return folded
 
 
-class ProbeStage:
+class ProbeStage(BaseStage):
     """Fingerprint and probe each uri; quarantine what cannot be used, fold exact duplicates."""
 
     name = "ingest"
     input_key = "uri"
     output_table = tables.VIDEOS.name
+    merges_duplicates = True
     done_key_columns = ("uri", "duplicate_uris")
 
     def __init__(self, backend: Backend = "auto", batch_size: int = 8, storage_options: dict | None = None):
@@ -45,7 +47,7 @@ class ProbeStage:
             raise ValueError(f"backend must be one of auto, ffprobe, pyav; got {backend!r}")
         self.backend = backend
         self.storage_options = storage_options
-        self.resources = {"cpus": 1, "batch_size": batch_size}
+        self.resources = Resources(cpus=1, batch_size=batch_size)
 
     def setup(self) -> None:
         """Nothing to load: ffprobe and PyAV open per file."""

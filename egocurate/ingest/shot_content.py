@@ -1,6 +1,6 @@
 """The ``content`` shot detector: hard cuts, dissolves and fades from cheap 64x48 frames.
 
-Speed comes from decoding less (see :class:`egocurate.ingest.decode.VideoScanner`): the coarse pass
+Speed comes from decoding less (see :class:`egocurate.media.decode.VideoScanner`): the coarse pass
 lets the decoder drop non-reference frames (about half of an x264 stream with B-frames; dropping all
 B-frames instead corrupts the P-frames that reference them) and skip the loop filter; frames are
 scaled to 64x48 by a cached swscale context. With N threads the video is cut at keyframes into N
@@ -38,8 +38,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from egocurate.ingest.decode import VideoScanner, prefetch
-from egocurate.ingest.shots import Transition, VideoTiming
+from egocurate.ingest.shot_types import Transition, VideoTiming
+from egocurate.media.scan import VideoScanner, prefetch
 
 
 @dataclass(frozen=True)

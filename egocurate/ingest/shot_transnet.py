@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from egocurate.ingest.decode import VideoScanner
-from egocurate.ingest.shots import Transition, VideoTiming
+from egocurate.ingest.shot_types import Transition, VideoTiming
+from egocurate.media.scan import VideoScanner
 
 INPUT_SIZE = (48, 27)  # (width, height) TransNetV2 was trained on
 WINDOW, STEP, MARGIN = 100, 50, 25  # each window predicts its middle STEP frames

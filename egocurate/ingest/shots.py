@@ -18,65 +18,16 @@ new shot. A :class:`Shot` is ``[start_frame, end_frame)`` and its ``kind`` says 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
+from egocurate.ingest.shot_types import TRANSITION_KINDS, Shot, Transition, VideoTiming
+
+__all__ = [
+    "TRANSITION_KINDS", "DetectorName", "Shot", "Transition", "VideoTiming", "detect_shots",
+    "detect_transitions", "fixed_windows", "shots_from_transitions", "transitions_from_shots",
+]  # fmt: skip
 
 DetectorName = Literal["content", "transnet", "fixed"]
-TRANSITION_KINDS = ("cut", "dissolve", "fade", "gradual")
-
-
-@dataclass(frozen=True)
-class Transition:
-    """Frames [start_frame, end_frame) between two shots; a cut has no frames (start == end)."""
-
-    start_frame: int
-    end_frame: int
-    kind: str = "cut"
-    score: float = 0.0
-
-    @property
-    def is_cut(self) -> bool:
-        return self.kind == "cut"
-
-
-@dataclass(frozen=True)
-class Shot:
-    """Frames [start_frame, end_frame) of one shot; `kind` is how it begins."""
-
-    start_frame: int
-    end_frame: int
-    kind: str = "start"
-
-    @property
-    def num_frames(self) -> int:
-        return self.end_frame - self.start_frame
-
-
-@dataclass
-class VideoTiming:
-    """How many frames a video has and when each one is shown (seconds from the first frame)."""
-
-    num_frames: int
-    fps: float
-    timestamps: np.ndarray = field(repr=False)
-    decoded_frames: int = 0  # frames the detector actually decoded (a speed diagnostic)
-
-    def time_of(self, frame: int) -> float:
-        """Presentation time of `frame`; one past the last frame is the end of the video."""
-        if self.num_frames == 0:
-            return 0.0
-        if frame >= self.num_frames:  # past the last frame: it lasts as long as the frame before it
-            last = float(self.timestamps[-1])
-            if self.num_frames >= 2:
-                step = last - float(self.timestamps[-2])
-            else:
-                step = 1.0 / self.fps if self.fps > 0 else 0.0
-            return last + step * (frame - self.num_frames + 1)
-        return float(self.timestamps[max(frame, 0)])
-
-
 def shots_from_transitions(transitions: Sequence[Transition], num_frames: int) -> list[Shot]:
     """The shots between `transitions` (sorted, non-overlapping after clamping); empty shots dropped."""
     shots: list[Shot] = []
@@ -113,7 +64,7 @@ def fixed_windows(num_frames: int, window: int) -> list[Shot]:
 
 def probe_timing(path: str, storage_options: dict | None = None) -> VideoTiming:
     """Frame count, rate and per-frame times from the demuxer alone (no decoding)."""
-    from egocurate.ingest.decode import frame_times
+    from egocurate.media.decode import frame_times
 
     times, fps = frame_times(path, storage_options)
     return VideoTiming(len(times), fps, times)

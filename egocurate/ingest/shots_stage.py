@@ -23,8 +23,9 @@ from egocurate.ingest.clips import (
     plan_clips,
     transcode_clip,
 )
-from egocurate.ingest.decode import DecodeError
 from egocurate.ingest.shots import detect_transitions, shots_from_transitions
+from egocurate.media.decode import DecodeError
+from egocurate.stage_base import BaseStage, Resources
 
 _OUT_SCHEMA = pa.schema(
     list(tables.CLIPS.schema)
@@ -35,12 +36,13 @@ _OUT_SCHEMA = pa.schema(
 _NOT_RESULTS = ("device", "threads", "batch_windows", "storage_options")  # do not change which clips come out
 
 
-class ShotStage:
+class ShotStage(BaseStage):
     """Detect shots, plan clips, optionally transcode them; one row per clip."""
 
     name = "shots"
     input_key = "video_id"
     output_table = tables.CLIPS.name
+    reads = ("uri",)
 
     def __init__(
         self,
@@ -73,9 +75,9 @@ class ShotStage:
         self.encoder = encoder
         self.crf = crf
         self.storage_options = storage_options
-        self.resources: dict[str, Any] = {"cpus": cpus, "gpus": gpus, "batch_size": batch_size}
-        if concurrency:
-            self.resources["concurrency"] = concurrency
+        self.resources = Resources(
+            cpus=cpus, gpus=gpus, batch_size=batch_size, concurrency=concurrency or None
+        )
         # What the clip ids depend on: change any of it and the clips are new rows, not overwrites.
         self.split_config = {
             "detector": detector,
@@ -103,7 +105,7 @@ class ShotStage:
         if self.detector == "fixed":
             params.setdefault("window_s", self.policy.max_s)
         else:  # one worker gets `cpus` cores: decode with that many threads, not with every core
-            params.setdefault("threads", max(1, int(self.resources["cpus"])))
+            params.setdefault("threads", max(1, int(self.resources.cpus)))
         return detect_transitions(uri, detector=self.detector, **params)
 
     def _clip_uri(self, video_id: str, clip_id: str) -> str:
@@ -135,7 +137,7 @@ class ShotStage:
                 clip_uri = self._clip_uri(video_id, clip_id)
                 encoder = transcode_clip(
                     uri, clip_uri, spec, geometry,
-                    encoder=self.encoder, crf=self.crf, threads=max(1, int(self.resources["cpus"])),
+                    encoder=self.encoder, crf=self.crf, threads=max(1, int(self.resources.cpus)),
                     src_fps=src_fps, target_fps=target_fps,
                     storage_options=self.storage_options,
                 )  # fmt: skip

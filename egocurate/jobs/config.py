@@ -35,6 +35,9 @@ class StageConfig(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     engine: EngineName | None = None
     enabled: bool = True
+    resources: dict[str, Any] = Field(
+        default_factory=dict, description="overrides of the stage's Resources (cpus, gpus, batch_size, ...)"
+    )
 
     @field_validator("name")
     @classmethod

@@ -76,15 +76,9 @@ def label_inputs(
     return rows.filter(usable)
 
 
-def corpus(catalog: Catalog, sources: Sequence[str] = (), storage_options: dict | None = None) -> pa.Table:
-    """No rows: corpus-level stages (dedup) read the catalog themselves, in chunks (jobs.global_stages)."""
-    return pa.table({"clip_id": pa.array([], pa.string())})
-
-
 BUILDERS: dict[str, InputBuilder] = {
     "discovered": discovered, "videos": videos, "clips": clips, "label_inputs": label_inputs,
 }  # fmt: skip
-BUILDERS["corpus"] = corpus
 
 
 def build_inputs(

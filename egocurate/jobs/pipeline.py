@@ -11,9 +11,10 @@ from rich.table import Table
 
 from egocurate.catalog.store import Catalog
 from egocurate.jobs.config import EngineName, PipelineConfig
+from egocurate.jobs.driver import Engine, StageSummary, run_stage
 from egocurate.jobs.inputs import build_inputs
 from egocurate.jobs.registry import build_stage, entry_for
-from egocurate.jobs.runner import Engine, StageSummary, run_stage
+from egocurate.jobs.stage import CorpusStage
 
 
 def make_engine(name: EngineName, config: PipelineConfig | None = None) -> Engine:
@@ -50,24 +51,25 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
             if config.storage_options and "storage_options" in inspect.signature(entry.load()).parameters:
                 params.setdefault("storage_options", config.storage_options)  # one mapping for every stage
             stage = build_stage(stage_config.name, params)
+            if isinstance(stage, CorpusStage):  # whole-corpus work runs on the driver, no engine
+                summaries.append(stage.run_corpus(catalog, progress=config.progress))
+                continue
+            if stage_config.resources:
+                stage.resources = stage.resources.with_(**stage_config.resources)
             engine_name = stage_config.engine or config.engine
             if engine_name not in engines:
                 engines[engine_name] = make_engine(engine_name, config)
             rows = build_inputs(entry.inputs, catalog, config.sources, config.storage_options or None)
-            runner = getattr(stage, "run_global", None)
-            if runner is not None:
-                summaries.append(runner(catalog, rows, progress=config.progress))
-            else:
-                summaries.append(
-                    run_stage(
-                        stage,
-                        rows,
-                        catalog,
-                        engines[engine_name],
-                        commit_every=config.commit_every,
-                        progress=config.progress,
-                    )  # fmt: skip
-                )
+            summaries.append(
+                run_stage(
+                    stage,
+                    rows,
+                    catalog,
+                    engines[engine_name],
+                    commit_every=config.commit_every,
+                    progress=config.progress,
+                )  # fmt: skip
+            )
     finally:
         for engine in engines.values():
             engine.close()

@@ -41,7 +41,7 @@ STAGES: dict[str, StageEntry] = {
         StageEntry("shots", "egocurate.ingest.shots_stage:ShotStage", "videos", "shot boundaries -> clips"),
         StageEntry("quality", "egocurate.filters.quality:QualityStage", "clips", "motion, blur, exposure"),
         StageEntry("embed", "egocurate.filters.embed:EmbedStage", "clips", "CLIP embedding per clip"),
-        StageEntry("dedup", "egocurate.jobs.global_stages:DedupGlobalStage", "corpus", "near-dup groups"),
+        StageEntry("dedup", "egocurate.jobs.corpus.dedup:DedupCorpusStage", "corpus", "near-dup groups"),
         StageEntry("captions", "egocurate.annotate.captioner:CaptionStage", "clips", "VLM caption per clip"),
         StageEntry(
             "labels",
@@ -49,11 +49,13 @@ STAGES: dict[str, StageEntry] = {
             "label_inputs",
             "task/scene/object labels from given text, captions or CLIP zero-shot",
         ),  # fmt: skip
-        StageEntry("stats", "egocurate.jobs.global_stats:StatsStage", "corpus", "corpus statistics table"),
-        StageEntry("report", "egocurate.jobs.global_stats:ReportStage", "corpus", "statistics + HTML report"),
+        StageEntry("stats", "egocurate.jobs.corpus.stats:StatsStage", "corpus", "corpus statistics table"),
+        StageEntry(
+            "report", "egocurate.jobs.corpus.report:ReportStage", "corpus", "statistics + HTML report"
+        ),
         StageEntry(
             "latent_actions",
-            "egocurate.latent_actions.stage:LatentActionStage",
+            "egocurate.latent_actions.lam_stage:LatentActionStage",
             "clips",
             "DreamDojo latent actions (T-1, 32) per clip",
         ),  # fmt: skip
@@ -101,7 +103,10 @@ def build_stage(name: str, params: dict[str, Any] | None = None) -> Any:
         validated = model.model_validate(dict(params or {}))
     except pydantic.ValidationError as exc:
         raise ValueError(f"stage {name!r}: invalid parameters: {describe_errors(exc)}") from None
-    return cls(**{k: getattr(validated, k) for k in model.model_fields})
+    try:
+        return cls(**{k: getattr(validated, k) for k in model.model_fields})
+    except ValueError as exc:  # e.g. Resources: batch_size must be >= 1
+        raise ValueError(f"stage {name!r}: {exc}") from None
 
 
 def describe_errors(exc: pydantic.ValidationError) -> str:

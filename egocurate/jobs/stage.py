@@ -1,21 +1,18 @@
-"""The stage contract, and the one function every engine calls on a worker.
+"""The stage contracts, and the one function every engine calls on a worker.
 
-A stage is any object with:
+Two kinds of stage, both declared in full here so that engines and the driver call declared hooks
+and never probe with ``getattr``:
 
-- ``name``: a short unique string;
-- ``input_key``: the id column it consumes (``uri``, ``video_id``, ``clip_id``);
-- ``output_table``: the one catalog table it owns;
-- ``resources``: a dict with any of ``cpus``, ``gpus``, ``memory_gb``, ``batch_size``, ``concurrency``;
-- ``setup()``: load models once per worker;
-- ``process(batch: pyarrow.Table) -> pyarrow.Table``;
-- optionally ``prepare(batch) -> batch`` with ``prepare_resources`` (``cpus``, ``batch_size``): CPU
-  work such as decoding that the Ray engine runs as separate CPU tasks feeding the stage's (GPU)
-  actors. ``process`` must also accept rows that were not prepared (the local and Spark engines
-  call it directly).
+- :class:`Stage`: per-row work (``process(batch) -> batch``) that any engine maps over the rows a
+  stage has not done yet. Stage packages implement it by subclassing
+  :class:`egocurate.stage_base.BaseStage`, which holds the defaults of every optional hook and the
+  typed :class:`~egocurate.stage_base.Resources`; they never import this module (DESIGN.md: stages
+  know nothing of engines).
+- :class:`CorpusStage`: whole-corpus work (dedup, statistics, report) that the driver runs once
+  over the catalog (``jobs.corpus``).
 
-Stages know nothing of Ray, Spark or Delta (DESIGN.md), so they do not import this module: the
-contract is structural. A row the stage cannot handle is returned with ``_error_kind`` and
-``_error_message`` set (see ``catalog.tables``); :func:`run_on_worker` routes it to quarantine.
+A row a stage cannot handle is returned with ``_error_kind`` and ``_error_message`` set (see
+``catalog.tables``); :func:`run_on_worker` routes it to quarantine.
 """
 
 from __future__ import annotations
@@ -23,14 +20,17 @@ from __future__ import annotations
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from egocurate.catalog import tables
-from egocurate.catalog.store import PartFile, write_part
+from egocurate.catalog.store import Catalog, PartFile, write_part
+from egocurate.jobs.summary import StageSummary
+from egocurate.stage_base import BaseStage, Resources
+
+__all__ = ["MANIFEST_SCHEMA", "BaseStage", "CorpusStage", "Resources", "Stage", "run_on_worker"]
 
 # Manifest rows travel from workers to the driver: one row per Parquet part a worker wrote.
 MANIFEST_SCHEMA = pa.schema(
@@ -49,38 +49,41 @@ MANIFEST_SCHEMA = pa.schema(
 
 @runtime_checkable
 class Stage(Protocol):
-    """Structural type of a stage (see module docstring)."""
+    """A per-row stage (see :class:`egocurate.stage_base.BaseStage` for what each member means)."""
 
     name: str
     input_key: str
     output_table: str
-    resources: dict[str, Any]
+    reads: tuple[str, ...]
+    resources: Resources
+    prepare_resources: Resources | None
+    has_prepare: bool
+    merges_duplicates: bool
 
     def setup(self) -> None: ...
 
     def process(self, batch: pa.Table) -> pa.Table: ...
 
+    def prepare(self, batch: pa.Table) -> pa.Table: ...
 
-@dataclass(frozen=True)
-class Resources:
-    """What one worker of a stage needs; engines size their pools from it."""
+    def merge_duplicates(self, existing: pa.Table, incoming: pa.Table) -> pa.Table: ...
 
-    cpus: float = 1.0
-    gpus: float = 0.0
-    memory_gb: float | None = None
-    batch_size: int = 16
-    concurrency: int | None = None
+    def done_columns(self) -> tuple[str, ...]: ...
 
-    @classmethod
-    def of(cls, stage: Stage) -> Resources:
-        raw = dict(getattr(stage, "resources", {}) or {})
-        unknown = set(raw) - {"cpus", "gpus", "memory_gb", "batch_size", "concurrency"}
-        if unknown:
-            raise ValueError(f"stage {stage.name!r}: unknown resource keys {sorted(unknown)}")
-        res = cls(**raw)
-        if res.batch_size < 1:
-            raise ValueError(f"stage {stage.name!r}: batch_size must be >= 1, got {res.batch_size}")
-        return res
+
+@runtime_checkable
+class CorpusStage(Protocol):
+    """A whole-corpus stage: reads the catalog, writes its table in one commit, returns a summary.
+
+    ``run_corpus`` must make a rerun over unchanged inputs do nothing (dedup compares the input
+    versions it recorded; statistics and report are cheap and recomputed).
+    """
+
+    name: str
+    output_table: str
+    corpus: ClassVar[bool]
+
+    def run_corpus(self, catalog: Catalog, progress: bool = True) -> StageSummary: ...
 
 
 def _video_seconds(table: pa.Table) -> float:

@@ -6,52 +6,12 @@ scales while decoding), so a 1080p clip is never decoded at full size for a 240Ã
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 
-import cv2
 import numpy as np
 
-from egocurate.ingest.decode import read_frames
-
-
-def crop_box(width: int, height: int, aspect: float) -> tuple[int, int, int, int]:
-    """(x0, y0, w, h) of the largest centred box of `aspect` (width / height) inside widthÃ—height."""
-    if width / height > aspect:
-        w, h = max(1, round(height * aspect)), height
-    else:
-        w, h = width, max(1, round(width / aspect))
-    return (width - w) // 2, (height - h) // 2, w, h
-
-
-def decode_size(width: int | None, height: int | None, out_hw: tuple[int, int]) -> tuple[int, int] | None:
-    """(width, height) to decode at so the centre crop still covers `out_hw`; None means native size."""
-    if not width or not height:
-        return None
-    out_h, out_w = out_hw
-    _, _, cw, ch = crop_box(int(width), int(height), out_w / out_h)
-    scale = max(out_w / cw, out_h / ch)
-    if scale >= 1.0:
-        return None
-    # Even sizes keep every decoder's scaler happy; +1 px of slack covers rounding in the crop.
-    dw = min(int(width), 2 * math.ceil((width * scale + 1) / 2))
-    dh = min(int(height), 2 * math.ceil((height * scale + 1) / 2))
-    return dw, dh
-
-
-def crop_resize(frames: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """Centre-crop uint8 frames (N, H, W, 3) to the aspect of `out_hw` and resize to it (area filter)."""
-    out_h, out_w = out_hw
-    n, h, w, _ = frames.shape
-    x0, y0, cw, ch = crop_box(w, h, out_w / out_h)
-    cropped = frames[:, y0 : y0 + ch, x0 : x0 + cw]
-    if (ch, cw) == (out_h, out_w):
-        return np.ascontiguousarray(cropped)
-    interp = cv2.INTER_AREA if ch >= out_h else cv2.INTER_LINEAR
-    out = np.empty((n, out_h, out_w, 3), dtype=np.uint8)
-    for i in range(n):
-        out[i] = cv2.resize(cropped[i], (out_w, out_h), interpolation=interp)
-    return out
+from egocurate.media.crop import cover_size, crop_resize
+from egocurate.media.decode import read_frames
 
 
 def strided_indices(start_frame: int, end_frame: int, stride: int) -> list[int]:
@@ -77,11 +37,11 @@ def read_model_frames(
     width, height = source_size
     if int(rotation or 0) % 180 == 90:  # the stored size is sideways; crop and resize the upright frame
         width, height = height, width
-    size = decode_size(width, height, out_hw)
+    size = cover_size(width, height, out_hw[1], out_hw[0])
     frames = read_frames(uri, list(indices), size, rotation=int(rotation or 0))
     if len(frames) != len(indices):
         raise ValueError(f"decoded {len(frames)} frames, expected {len(indices)}")
-    return crop_resize(frames, out_hw)
+    return crop_resize(frames, out_hw[1], out_hw[0])
 
 
 def pair_chunks(

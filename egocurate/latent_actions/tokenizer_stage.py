@@ -34,16 +34,18 @@ from egocurate.latent_actions.common import (
 )
 from egocurate.latent_actions.frames import read_model_frames, stride_for, strided_indices
 from egocurate.latent_actions.tokenizer import Variant
+from egocurate.stage_base import BaseStage, Resources
 
 PASS_THROUGH = (("uri", pa.string()), ("duration_s", pa.float64()))
 
 
-class TokenizerLatentStage:
+class TokenizerLatentStage(BaseStage):
     """Precompute Wan VAE latents per clip, so world-model training skips the VAE on every epoch."""
 
     name = "tokenizer_latents"
     input_key = "clip_id"
     output_table = tables.CLIP_TOKENIZER_LATENTS.name
+    reads = ('uri', 'start_frame', 'end_frame')
 
     def __init__(
         self,
@@ -82,13 +84,9 @@ class TokenizerLatentStage:
         self.device_choice, self.precision, self.tiling, self.slicing = device, precision, tiling, slicing
         self.window_batch_size = max(1, int(window_batch_size))
         self.output_dir = output_dir.rstrip("/") if output_dir else None
-        self.resources: dict[str, Any] = {
-            "cpus": cpus,
-            "gpus": gpus_for(device, gpus),
-            "batch_size": batch_size,
-        }
-        if concurrency:
-            self.resources["concurrency"] = concurrency
+        self.resources = Resources(
+            cpus=cpus, gpus=gpus_for(device, gpus), batch_size=batch_size, concurrency=concurrency or None
+        )
         self.tokenizer = None
 
     def setup(self) -> None:

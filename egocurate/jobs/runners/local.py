@@ -7,16 +7,16 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from egocurate.catalog.store import Catalog
-from egocurate.jobs.stage import Resources, Stage, run_on_worker
+from egocurate.jobs.stage import Stage, run_on_worker
 
 
 class LocalEngine:
-    """Runs a stage in this process, one batch of ``resources['batch_size']`` rows at a time."""
+    """Runs a stage in this process, one batch of ``resources.batch_size`` rows at a time."""
 
     name = "local"
 
     def map(self, stage: Stage, rows: pa.Table, catalog: Catalog) -> Iterator[pa.Table]:
-        batch_size = Resources.of(stage).batch_size
+        batch_size = stage.resources.batch_size
         stage.setup()
         for offset in range(0, rows.num_rows, batch_size):
             batch = rows.slice(offset, batch_size)

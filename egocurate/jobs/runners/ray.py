@@ -3,8 +3,8 @@
 Each actor calls ``stage.setup()`` once (models load once per worker), then writes Parquet parts
 for its batches; only manifests stream back to the driver, which commits them.
 
-A stage that also has a ``prepare(batch) -> batch`` method (CPU work such as decoding, see
-``egocurate.jobs.stage``) gets it run first as Ray tasks sized by ``prepare_resources``, so CPU
+A stage with ``has_prepare`` (CPU work such as decoding in ``prepare(batch) -> batch``, see
+``egocurate.stage_base``) gets it run first as Ray tasks sized by ``prepare_resources``, so CPU
 decode workers feed the (GPU) actor pool through Ray Data's streaming executor instead of the
 GPU actors decoding for themselves. (When the stage's actors need no GPU, Ray fuses the two steps
 into one operator, which saves a copy of the decoded frames.)
@@ -74,20 +74,16 @@ class RayEngine:
     def map(self, stage: Stage, rows: pa.Table, catalog: Catalog) -> Iterator[pa.Table]:
         import ray.data
 
-        res = Resources.of(stage)
+        res = stage.resources
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         size = self._pool_size(res, rows.num_rows)
         blocks = max(1, math.ceil(rows.num_rows / res.batch_size))
         ds = ray.data.from_arrow(rows).repartition(blocks)
-        prepare = getattr(stage, "prepare", None)
-        if callable(prepare):
-            prep = dict(getattr(stage, "prepare_resources", None) or {})
+        if stage.has_prepare:
+            prep = stage.prepare_resources or res
             ds = ds.map_batches(
-                prepare,
-                batch_size=int(prep.get("batch_size", res.batch_size)),
-                batch_format="pyarrow",
-                num_cpus=float(prep.get("cpus", 1.0)),
+                stage.prepare, batch_size=prep.batch_size, batch_format="pyarrow", num_cpus=prep.cpus
             )
         remote_args = {"num_cpus": res.cpus, "num_gpus": res.gpus}
         if res.memory_gb:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from egocurate.catalog.store import Catalog
-from egocurate.jobs.stage import MANIFEST_SCHEMA, Resources, Stage, run_on_worker
+from egocurate.jobs.stage import MANIFEST_SCHEMA, Stage, run_on_worker
 
 MANIFEST_DDL = (
     "table string, path string, size long, num_rows long, keys array<string>, "
@@ -82,7 +82,7 @@ class SparkEngine:
         self.work_unit_rows = work_unit_rows
 
     def map(self, stage: Stage, rows: pa.Table, catalog: Catalog) -> Iterator[pa.Table]:
-        res = Resources.of(stage)
+        res = stage.resources
         root, storage_options = catalog.root, catalog.storage_options
         token = uuid.uuid4().hex
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import pyarrow as pa
@@ -18,7 +17,8 @@ from tqdm.auto import tqdm
 
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog, PartFile
-from egocurate.jobs.stage import Resources, Stage
+from egocurate.jobs.stage import Stage
+from egocurate.jobs.summary import StageSummary
 
 
 class Engine(Protocol):
@@ -31,45 +31,6 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass
-class StageSummary:
-    """What one stage did in one run."""
-
-    stage: str
-    engine: str
-    rows_in: int = 0
-    rows_skipped: int = 0
-    rows_out: int = 0
-    quarantined: int = 0
-    seconds: float = 0.0
-    video_seconds: float = 0.0
-    commits: int = 0
-    versions: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.rows_in / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def video_hours_per_hour(self) -> float:
-        """Hours of video processed per wall-clock hour (the throughput a data team plans with)."""
-        return self.video_seconds / self.seconds if self.seconds > 0 else 0.0
-
-    def as_dict(self) -> dict:
-        return {
-            "stage": self.stage,
-            "engine": self.engine,
-            "rows_in": self.rows_in,
-            "rows_skipped": self.rows_skipped,
-            "rows_out": self.rows_out,
-            "quarantined": self.quarantined,
-            "seconds": round(self.seconds, 3),
-            "rows_per_s": round(self.rows_per_s, 3),
-            "video_hours_per_hour": round(self.video_hours_per_hour, 3),
-            "commits": self.commits,
-        }
-
-
 def done_keys(stage: Stage, catalog: Catalog) -> tuple[set[str], set[str]]:
     """(ledgered keys, keys done but not ledgered) for this stage.
 
@@ -78,7 +39,7 @@ def done_keys(stage: Stage, catalog: Catalog) -> tuple[set[str], set[str]]:
     """
     ledgered = catalog.distinct(tables.LEDGER.name, "key", filter=pc.field("stage") == stage.name)
     unledgered: set[str] = set()
-    for column in getattr(stage, "done_key_columns", (stage.input_key,)):
+    for column in stage.done_columns():
         unledgered |= catalog.distinct(stage.output_table, column)
     unledgered |= catalog.distinct(tables.QUARANTINE.name, "key", filter=pc.field("stage") == stage.name)
     return ledgered, unledgered - ledgered
@@ -142,8 +103,7 @@ class _Committer:
         self.pending_rows += int(pc.sum(manifest.column("rows_in")).as_py() or 0)
 
     def _commit_output(self, parts: list[PartFile]) -> None:
-        merge = getattr(self.stage, "merge_duplicates", None)
-        if merge is None:
+        if not self.stage.merges_duplicates:
             version = self.catalog.commit_parts(self.spec, parts, operation=self.stage.name)
         else:
             # Stages whose output key is not their input key (many uris -> one video) may collide
@@ -155,7 +115,7 @@ class _Committer:
             existing = self.catalog.read(self.spec.name, filter=pc.field(self.spec.key).isin(keys))
             collides = existing.num_rows > 0 or len(pc.unique(keys)) < incoming.num_rows
             if collides:
-                folded = merge(existing, incoming)
+                folded = self.stage.merge_duplicates(existing, incoming)
                 version = self.catalog.upsert(self.spec, folded, operation=self.stage.name)
             else:
                 version = self.catalog.commit_parts(self.spec, parts, operation=self.stage.name)
@@ -190,6 +150,16 @@ class _Committer:
         self.summary.commits += 1
 
 
+def check_inputs(stage: Stage, rows: pa.Table) -> None:
+    """Fail before any work when the rows lack a column the stage declares it reads."""
+    missing = [c for c in (stage.input_key, *stage.reads) if c not in rows.column_names]
+    if missing:
+        raise ValueError(
+            f"stage {stage.name!r} reads column(s) {missing} that its input lacks; "
+            f"the input has {rows.column_names}"
+        )
+
+
 def run_stage(
     stage: Stage,
     rows: pa.Table,
@@ -200,9 +170,7 @@ def run_stage(
     run_id: str | None = None,
 ) -> StageSummary:
     """Run `stage` over the `rows` it has not done yet, committing every `commit_every` input rows."""
-    Resources.of(stage)  # validate early, before any work
-    if stage.input_key not in rows.column_names:
-        raise ValueError(f"stage {stage.name!r} needs column {stage.input_key!r}; got {rows.column_names}")
+    check_inputs(stage, rows)
     catalog.ensure(tables.spec_for(stage.output_table))
     summary = StageSummary(stage=stage.name, engine=engine.name)
     start = time.perf_counter()

@@ -33,11 +33,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from egocurate.catalog.clipmedia import encode_mp4, iter_source_frames, resample_indices
-from egocurate.catalog.export import ExportReport, _write_atomic, prepare_out
+from egocurate.catalog.rows import align_latent_actions, first_present, source_span
 from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, latents_for, select_clips, split_of
-from egocurate.catalog.shards import align_latent_actions, first_present, ordered_map, source_span
 from egocurate.catalog.store import Catalog
+from egocurate.export.common import ExportReport, prepare_out, write_atomic
+from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, resample_indices
 
 CODEBASE_VERSION = "v2.1"
 VIDEO_KEY = "observation.images.ego_view"
@@ -251,7 +251,7 @@ def export_lerobot(
         data_path = root / DATA_PATH.format(episode_chunk=chunk, episode_index=episode)
         data_path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, data_path)
-        _write_atomic(
+        write_atomic(
             root / VIDEO_PATH.format(episode_chunk=chunk, video_key=VIDEO_KEY, episode_index=episode),
             result["video"],
         )

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from egocurate.ingest.media import ffmpeg_exe
+from egocurate.media.tools import ffmpeg_exe
 
 TASKS = (
     "push the red block to the left",

@@ -8,17 +8,12 @@ from typing import Annotated
 
 import typer
 import yaml
-from rich.console import Console
+
+from egocurate.cli.options import console, fail
 
 app = typer.Typer(
     help="Latent action models: train on the catalog's clips, convert checkpoints.", no_args_is_help=True
 )
-console = Console()
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(2)
 
 
 def load_train_config(path: Path | None, overrides: dict | None = None):
@@ -30,14 +25,14 @@ def load_train_config(path: Path | None, overrides: dict | None = None):
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except FileNotFoundError:
-            _fail(f"config not found: {path}")
+            fail(f"config not found: {path}")
         if not isinstance(raw, dict):
-            _fail(f"{path}: expected a mapping of training options")
+            fail(f"{path}: expected a mapping of training options")
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         return TrainConfig.from_dict(raw)
     except (TypeError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @app.command("train")
@@ -73,7 +68,7 @@ def train_command(
         rows = rows.read_all() if hasattr(rows, "read_all") else rows
     rows = [r for r in rows.to_pylist() if r.get("uri")]
     if not rows:
-        _fail(f"no clips in {catalog}: run the ingest and clips stages first")
+        fail(f"no clips in {catalog}: run the ingest and clips stages first")
     console.print(f"training on {len(rows)} clips, checkpoints in [bold]{cfg.checkpoint_dir}[/]")
     if ray_workers:
         import torch
@@ -108,6 +103,6 @@ def convert_command(
     try:
         model = LatentActionModel.from_checkpoint(source, trust_checkpoint=trust_checkpoint)
     except (CheckpointError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     model.save_safetensors(target)
     console.print(f"wrote [bold]{target}[/] ({model.config})")

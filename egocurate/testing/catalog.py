@@ -1,7 +1,7 @@
 """A small catalog of synthetic clips with latents and labels, for tests, benchmarks and demos.
 
 It writes `videos`, `clips`, `clip_labels` and `clip_latents` rows directly (as the ingest, shots,
-annotate and latent-action stages would), over videos from ``egocurate.synthetic.make_video``.
+annotate and latent-action stages would), over videos from ``egocurate.testing.videos.make_video``.
 Latent actions are random but deterministic, and each one encodes its clip and frame pair in its
 first two dims, so a test can check that the right rows reach the right sample.
 """
@@ -67,7 +67,7 @@ def build_sample_catalog(
     Video i gets task ``tasks[i % len(tasks)]`` (a label in `clip_labels`), and clips are windows of
     `clip_frames` frames every `clip_step` frames.
     """
-    from egocurate.synthetic import make_video
+    from egocurate.testing.videos import make_video
 
     root = Path(root)
     media = root / "_media"

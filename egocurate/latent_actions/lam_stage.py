@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -40,17 +39,20 @@ from egocurate.latent_actions.frames import (
     stride_for,
     strided_indices,
 )
+from egocurate.stage_base import BaseStage, Resources
 
 FRAMES_COLUMN = "_lam_frames"  # uint8 frames (T, H, W, 3) as bytes, filled by `prepare`
 PASS_THROUGH = (("uri", pa.string()), ("duration_s", pa.float64()))
 
 
-class LatentActionStage:
+class LatentActionStage(BaseStage):
     """Label clips with DreamDojo latent actions (z_mu and log-variance per consecutive frame pair)."""
 
     name = "latent_actions"
     input_key = "clip_id"
     output_table = tables.CLIP_LATENTS.name
+    reads = ('uri', 'start_frame', 'end_frame')
+    has_prepare = True
 
     def __init__(
         self,
@@ -80,14 +82,10 @@ class LatentActionStage:
         self.stride, self.target_fps = int(stride), target_fps
         self.device_choice, self.precision = device, precision
         self.pair_batch_size, self.chunk_frames = int(pair_batch_size), int(chunk_frames)
-        self.resources: dict[str, Any] = {
-            "cpus": cpus,
-            "gpus": gpus_for(device, gpus),
-            "batch_size": batch_size,
-        }
-        if concurrency:
-            self.resources["concurrency"] = concurrency
-        self.prepare_resources = {"cpus": 1.0, "batch_size": batch_size}
+        self.resources = Resources(
+            cpus=cpus, gpus=gpus_for(device, gpus), batch_size=batch_size, concurrency=concurrency or None
+        )
+        self.prepare_resources = Resources(cpus=1.0, batch_size=batch_size)
         self.model = None
 
     # ------------------------------------------------------------------ model

@@ -37,8 +37,8 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 
-from egocurate.catalog.manifest import Manifest, filesystem, join, read_manifest
-from egocurate.catalog.order import (
+from egocurate.shards.manifest import Manifest, filesystem, join, read_manifest
+from egocurate.shards.order import (
     Generation,
     Layout,
     base_order,
@@ -453,7 +453,7 @@ class ShardDataset(IterableDataset):
     ) -> dict[str, Any]:
         if not (self.decode_video and self.window) or self.transform is not None:
             return collate(list(self._samples(iter(chunk))))
-        from egocurate.catalog.clipmedia import decode_mp4_into, mp4_size
+        from egocurate.media.encode import decode_mp4_into, mp4_size
 
         videos = [sample.pop("video", None) for sample, _ in chunk]
 
@@ -499,7 +499,7 @@ class ShardDataset(IterableDataset):
                         sample[name], sample.pop(shape_col, None), sample.pop(dtype_col, None)
                     )
         if decode and self.decode_video and sample.get("video") is not None:
-            from egocurate.catalog.clipmedia import decode_mp4
+            from egocurate.media.encode import decode_mp4
 
             start, count = 0, None
             if self.window:

@@ -1,9 +1,9 @@
-"""Corpus-level stages: the driver reads the catalog in chunks, calls a pure function, commits once.
+"""The dedup corpus stage: the driver reads the catalog in chunks, calls a pure function, commits once.
 
 Dedup needs every embedding at once, so it cannot run batch by batch like the other stages. Its
 search lives in ``filters.dedup`` (pure: Arrow and NumPy in, groups out); this module feeds it from
-the catalog and writes ``clip_dedup`` as one Delta overwrite (groups can change when clips are
-added, so the whole table is replaced, atomically). A rerun over unchanged inputs does nothing: the
+the catalog and writes ``clip_dedup`` with ``Catalog.replace``: groups can change when clips are
+added, so the whole table is replaced, atomically. A rerun over unchanged inputs does nothing: the
 commit records the input table versions and settings, and the next run compares them first.
 """
 
@@ -19,8 +19,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-from deltalake import write_deltalake
-from deltalake.transaction import CommitProperties
 
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog
@@ -34,7 +32,7 @@ from egocurate.filters.dedup import (
     quality_score,
 )
 from egocurate.filters.vectors import decode_vectors
-from egocurate.jobs.runner import StageSummary
+from egocurate.jobs.driver import StageSummary
 
 INPUTS_KEY = "egocurate.dedup_inputs"
 QUALITY_COLUMNS = ["clip_id", "blur", "static_fraction", "dark_fraction", "bright_fraction"]
@@ -169,14 +167,11 @@ def run_dedup(
                 groups, representatives, stage.settings.eps, start, start + chunk
             ).to_batches()
 
-    write_deltalake(
-        catalog.uri(spec.name),
+    catalog.replace(
+        spec,
         pa.RecordBatchReader.from_batches(spec.schema, batches()),
-        mode="overwrite",
-        storage_options=catalog.storage_options or None,
-        commit_properties=CommitProperties(
-            custom_metadata={"egocurate.operation": stage.name, INPUTS_KEY: fingerprint}
-        ),
+        operation=stage.name,
+        metadata={INPUTS_KEY: fingerprint},
     )
     groups.stats["seconds"]["write"] = time.perf_counter() - started_write[0]
     groups.stats.setdefault("cpu_seconds", {})["write"] = time.process_time() - started_write[1]
@@ -189,12 +184,11 @@ def run_dedup(
     return summary
 
 
-class DedupGlobalStage(DedupStage):
-    """The registered `dedup` stage: ``filters.dedup.DedupStage`` plus the corpus-level driver."""
+class DedupCorpusStage(DedupStage):
+    """The registered `dedup` stage: ``filters.dedup.DedupStage`` run over the whole corpus."""
 
+    corpus = True
     last_stats: dict[str, Any]
 
-    def run_global(
-        self, catalog: Catalog, rows: pa.Table | None = None, progress: bool = True
-    ) -> StageSummary:
+    def run_corpus(self, catalog: Catalog, progress: bool = True) -> StageSummary:
         return run_dedup(catalog, self, progress=progress)

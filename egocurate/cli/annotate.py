@@ -14,24 +14,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from egocurate.annotate.label_query import LabelQuery
 from egocurate.catalog.store import Catalog
+from egocurate.cli.options import CatalogOption, ThresholdOption, console, fail, parse_thresholds
 
 app = typer.Typer(help="Labels, corpus statistics and the HTML report.", no_args_is_help=True)
-console = Console()
-
-CatalogOption = Annotated[
-    str, typer.Option("--catalog", "-c", envvar="EGOCURATE_CATALOG", help="Catalog root: a path or URL.")
-]
-ThresholdOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--threshold", "-t", help="Read-time filter NAME=VALUE for the view's keep flag (repeatable)."
-    ),
-]
 
 
 class Engine(StrEnum):
@@ -39,25 +28,10 @@ class Engine(StrEnum):
     spark = "spark"
 
 
-def _thresholds(items: list[str] | None) -> dict[str, float]:
-    out = {}
-    for item in items or []:
-        name, sep, value = item.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not name.strip():
-            console.print(f"[bold red]error:[/] --threshold wants NAME=NUMBER, got {item!r}")
-            raise typer.Exit(2)
-    return out
-
-
 def _open(catalog: str) -> Catalog:
     cat = Catalog(catalog)
     if "clips" not in cat.tables():
-        console.print(f"[bold red]error:[/] no clips table in {cat.root}; run the pipeline first")
-        raise typer.Exit(2)
+        fail(f"no clips table in {cat.root}; run the pipeline first")
     return cat
 
 
@@ -72,10 +46,12 @@ def report(
     store: Annotated[bool, typer.Option(help="Store the statistics in the catalog's stats table.")] = True,
 ) -> None:
     """Write one self-contained HTML report: statistics, plots, sample frames, funnel, dedup groups."""
-    from egocurate.jobs.global_stats import build_report
+    from egocurate.jobs.corpus.report import build_report
 
     cat = _open(catalog)
-    path, run_id, stats = build_report(cat, out, engine.value, _thresholds(threshold), top, thumbnails, store)
+    path, run_id, stats = build_report(
+        cat, out, engine.value, parse_thresholds(threshold), top, thumbnails, store
+    )
     console.print(
         f"report: [bold]{path}[/] ({path.stat().st_size / 1024:.0f} KiB) · "
         f"{stats.summary.get('clips', 0)} clips, "
@@ -91,10 +67,10 @@ def stats(
     store: Annotated[bool, typer.Option(help="Store them in the catalog's stats table.")] = True,
 ) -> None:
     """Compute corpus statistics and print the summary and the long tail."""
-    from egocurate.jobs.global_stats import commit_stats, compute
+    from egocurate.jobs.corpus.stats import commit_stats, compute
 
     cat = _open(catalog)
-    thresholds = _thresholds(threshold)
+    thresholds = parse_thresholds(threshold)
     result = compute(cat, engine.value, thresholds)
     run_id = commit_stats(cat, result, engine.value, thresholds)[0] if store else None
     table = Table(title=f"statistics ({engine.value}) run {run_id or '(not stored)'}")
@@ -152,7 +128,7 @@ def query(
         keep=keep, limit=limit,
     )  # fmt: skip
     sql, params = spec.sql()
-    con = connect(cat, _thresholds(threshold))
+    con = connect(cat, parse_thresholds(threshold))
     try:
         result = con.sql(sql, params=params).to_arrow_table()
     finally:

@@ -12,13 +12,11 @@ place; the manifest is published last and atomically, then the shards are regist
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,8 +27,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from egocurate.catalog import tables
-from egocurate.catalog.clipmedia import encode_mp4, iter_source_frames, resample_indices
-from egocurate.catalog.manifest import Manifest, ShardInfo, filesystem, join, write_manifest
+from egocurate.catalog.rows import align_latent_actions, first_present, quality_scores, source_span
 from egocurate.catalog.selection import (
     DEFAULT_QUERY,
     catalog_version,
@@ -40,6 +37,8 @@ from egocurate.catalog.selection import (
     split_of,
 )
 from egocurate.catalog.store import Catalog
+from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, resample_indices
+from egocurate.shards.manifest import Manifest, ShardInfo, filesystem, join, write_manifest
 
 MB = 1 << 20
 SHARD_SCHEMA = pa.schema(
@@ -160,43 +159,6 @@ def load_latent(
 
 
 # ----------------------------------------------------------------------------- rows
-def first_present(*values: Any) -> Any:
-    """The first value that is neither None nor an empty string."""
-    for value in values:
-        if value is not None and value != "":
-            return value
-    return None
-
-
-def quality_scores(view_row: Mapping[str, Any]) -> list[tuple[str, float]]:
-    """The clip's float quality scores from the view (whatever the quality table holds)."""
-    out = []
-    for fld in tables.CLIP_QUALITY.schema:
-        if pa.types.is_floating(fld.type) and fld.name not in ("duration_s", "fps"):
-            value = view_row.get(fld.name)
-            if value is not None and value == value:
-                out.append((fld.name, float(value)))
-    return out
-
-
-def source_span(view_row: Mapping[str, Any]) -> tuple[str, int, int, float, tuple[int, int] | None]:
-    """(uri, start frame, end frame, fps, (width, height)) to decode a clip from."""
-    fps = float(first_present(view_row.get("fps"), view_row.get("video_fps"), 30.0))
-    clip_uri = view_row.get("clip_uri")
-    if clip_uri:
-        n = int(view_row.get("num_frames") or 0)
-        size = (view_row.get("width"), view_row.get("height"))
-        return clip_uri, 0, n, fps, size if all(size) else None
-    size = (view_row.get("video_width"), view_row.get("video_height"))
-    return (
-        view_row["uri"],
-        int(view_row["start_frame"]),
-        int(view_row["end_frame"]),
-        fps,
-        size if all(size) else None,
-    )
-
-
 def clip_offsets(
     num_frames: int, src_fps: float, fps: float | None, lam_stride: int | None
 ) -> tuple[list[int], float]:
@@ -209,29 +171,6 @@ def clip_offsets(
         stride = max(1, int(lam_stride or 1))
         return list(range(0, num_frames, stride)), src_fps / stride
     return resample_indices(num_frames, src_fps, fps), float(fps)
-
-
-def align_latent_actions(
-    data: bytes | None, shape: list[int] | None, lam_stride: int | None, offsets: list[int]
-) -> tuple[np.ndarray | None, str | None]:
-    """Latent actions for consecutive frame pairs of a clip rendered at source `offsets`.
-
-    The LAM's row k covers source frames (k*stride, (k+1)*stride) of the clip. A rendered pair
-    (offsets[i], offsets[i+1]) takes the nearest row; "exact" when every pair is a LAM pair.
-    """
-    if data is None or not shape or len(offsets) < 2:
-        return None, None
-    actions = np.frombuffer(data, dtype="<f2").reshape([int(x) for x in shape])
-    stride = max(1, int(lam_stride or 1))
-    starts = np.asarray(offsets[:-1], dtype=np.float64)
-    rows = np.clip(np.floor(starts / stride + 0.5).astype(np.int64), 0, len(actions) - 1)
-    gaps = np.diff(np.asarray(offsets))
-    exact = bool(
-        np.all(np.asarray(offsets[:-1]) % stride == 0)
-        and np.all(gaps == stride)
-        and starts[-1] / stride < len(actions)
-    )
-    return actions[rows], ("exact" if exact else "nearest")
 
 
 def render_clip(
@@ -304,27 +243,6 @@ def shard_row(
         "label_source": view_row.get("label_source"),
         "quality": quality_scores(view_row),
     }
-
-
-def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) -> Iterator[tuple[Any, Any]]:
-    """(item, result or exception) in input order, with at most 2 x `workers` results in flight."""
-    if workers <= 1:
-        for item in items:
-            try:
-                yield item, fn(item)
-            except Exception as exc:  # noqa: BLE001 - reported per clip, the write goes on
-                yield item, exc
-        return
-    pending: collections.deque = collections.deque()
-    with ThreadPoolExecutor(workers) as pool:
-        for item in items:
-            pending.append((item, pool.submit(fn, item)))
-            if len(pending) >= 2 * workers:
-                head, fut = pending.popleft()
-                yield head, fut.exception() or fut.result()
-        while pending:
-            head, fut = pending.popleft()
-            yield head, fut.exception() or fut.result()
 
 
 # ----------------------------------------------------------------------------- files

@@ -21,7 +21,6 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,27 +29,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from egocurate.catalog.clipmedia import encode_mp4, iter_source_frames, resample_indices
+from egocurate.catalog.rows import first_present, source_span
 from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, select_clips
-from egocurate.catalog.shards import first_present, ordered_map, source_span
 from egocurate.catalog.store import Catalog
+from egocurate.export.common import ExportReport, prepare_out, write_atomic
+from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, resample_indices
 
 DROPPED_WORDS = ("left", "right", "resize", "pad")
 ROUTING_WORDS = ("g1", "gr1", "yam", "agibot", "droid", "egodex_21", "xdof")
 ABBREVIATIONS = {"left": "lft", "right": "rgt", "resize": "rsz", "pad": "pd"}
 DREAMDOJO_MIN_FRAMES = 14
 MARKER = "egocurate_export.json"
-
-
-@dataclass
-class ExportReport:
-    """What an export wrote and what it left out (and why)."""
-
-    out: str
-    written: int = 0
-    skipped: dict[str, str] = field(default_factory=dict)  # clip_id -> reason
-    renamed: dict[str, str] = field(default_factory=dict)  # original label -> folder name
-    seconds: float = 0.0
 
 
 def loader_safe_name(text: str | None, max_len: int = 60) -> str:
@@ -79,24 +68,6 @@ def check_dreamdojo_root(root: str | os.PathLike[str]) -> str:
     if routed:
         raise ValueError(f"export root {absolute!r} contains {routed}: DreamDojo routes it to another loader")
     return absolute
-
-
-def prepare_out(out: str, marker: str = MARKER) -> Path:
-    """Create `out`; refuse a non-empty folder that is not an earlier export of ours."""
-    path = Path(out)
-    if path.exists() and any(path.iterdir()) and not (path / marker).exists():
-        raise FileExistsError(
-            f"{out} is not empty and holds no earlier egocurate export; choose an empty folder"
-        )
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def render_export_clip(
@@ -138,7 +109,7 @@ def export_dreamdojo(
     """
     started = time.perf_counter()
     root = Path(check_dreamdojo_root(out))
-    prepare_out(str(root))
+    prepare_out(str(root), MARKER)
     view = select_clips(catalog, query, task, thresholds)
     rows = view.to_pylist()
     report = ExportReport(out=str(root))
@@ -160,7 +131,7 @@ def export_dreamdojo(
         if re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") != folder:
             report.renamed[label] = folder
         rel = f"{folder}/{row['clip_id']}.mp4"
-        _write_atomic(root / rel, data)
+        write_atomic(root / rel, data)
         report.written += 1
         index_rows.append(
             {
@@ -210,10 +181,3 @@ def _remove_stale(root: Path, keep: set[str]) -> None:
     for path in root.rglob("*.mp4"):
         if path.relative_to(root).as_posix() not in keep:
             path.unlink()
-
-
-def export_lerobot(*args: Any, **kwargs: Any):
-    """LeRobot v2.1 export (see ``egocurate.catalog.lerobot.export_lerobot``)."""
-    from egocurate.catalog.lerobot import export_lerobot as _export
-
-    return _export(*args, **kwargs)

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from egocurate.catalog.clipmedia import decode_mp4
+from egocurate.media.crop import crop_box
+from egocurate.media.encode import decode_mp4
 
 ACTION_DIM = 384
 LATENT_DIM = 32
@@ -48,15 +49,7 @@ COLUMNS = (
 
 def center_crop_resize(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(C, T, H, W) uint8 -> centre crop to width:height, bilinear resize, as DreamDojo's loader does."""
-    h, w = video.shape[2], video.shape[3]
-    target = width / height
-    if w / h > target:
-        crop_h, crop_w = h, int(h * target)
-    elif w / h < target:
-        crop_h, crop_w = int(w / target), w
-    else:
-        crop_h, crop_w = h, w
-    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    left, top, crop_w, crop_h = crop_box(video.shape[3], video.shape[2], width / height)
     video = video[:, :, top : top + crop_h, left : left + crop_w]
     if (crop_h, crop_w) == (height, width):
         return video.contiguous()

@@ -1,6 +1,6 @@
 """Clip media for shards and exports: resample, centre-crop, encode to MP4 bytes, decode windows.
 
-Source videos are decoded through ``egocurate.ingest.decode`` (decord, seeking). Shards and exports
+Source videos are decoded through ``egocurate.media.decode`` (decord, seeking). Shards and exports
 carry clips as H.264 MP4 *bytes*, which decord cannot seek inside without a path, so windows of those
 bytes are decoded here with PyAV, seeking to the keyframe before the window.
 """
@@ -13,11 +13,15 @@ import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
-from egocurate.ingest.media import ffmpeg_exe
+from egocurate.media.crop import cover_size, crop_resize
+from egocurate.media.tools import ffmpeg_exe
 
 _SOURCE_DECODE_LOCK = threading.Lock()
 
@@ -41,56 +45,6 @@ def resampled_length(num_frames: int, src_fps: float, dst_fps: float | None) -> 
     return len(resample_indices(num_frames, src_fps, dst_fps))
 
 
-def crop_box(width: int, height: int, aspect: float) -> tuple[int, int, int, int]:
-    """(x, y, w, h) of the centred crop of a `width`x`height` frame to `aspect` = w / h.
-
-    Same arithmetic as the DreamDojo human-video loader (int truncation, floor-centred offsets).
-    """
-    if width / height > aspect:
-        crop_h, crop_w = height, int(height * aspect)
-    elif width / height < aspect:
-        crop_h, crop_w = int(width / aspect), width
-    else:
-        crop_h, crop_w = height, width
-    return (width - crop_w) // 2, (height - crop_h) // 2, crop_w, crop_h
-
-
-def crop_resize(frames: np.ndarray, width: int | None, height: int | None) -> np.ndarray:
-    """Centre-crop (N, H, W, 3) frames to width:height and resize them to exactly that size."""
-    if width is None or height is None:
-        return frames
-    import cv2
-
-    n, h, w = frames.shape[:3]
-    if (w, h) == (width, height):
-        return frames
-    x, y, cw, ch = crop_box(w, h, width / height)
-    interp = cv2.INTER_AREA if cw >= width else cv2.INTER_LINEAR
-    out = np.empty((n, height, width, 3), dtype=np.uint8)
-    for i in range(n):
-        out[i] = cv2.resize(frames[i, y : y + ch, x : x + cw], (width, height), interpolation=interp)
-    return out
-
-
-def decode_size(
-    src_width: int, src_height: int, width: int | None, height: int | None
-) -> tuple[int, int] | None:
-    """A decode size with the source's aspect whose centre crop still covers `width`x`height`.
-
-    Decoding at this size (decord scales while decoding) bounds memory by the training
-    resolution instead of the source's, and the crop + resize afterwards keeps the aspect exact.
-    """
-    if not (width and height and src_width and src_height):
-        return None
-    _, _, crop_w, crop_h = crop_box(src_width, src_height, width / height)
-    scale = max(width / crop_w, height / crop_h)
-    if scale >= 1.0:
-        return None
-    w = int(np.ceil(src_width * scale / 2.0)) * 2
-    h = int(np.ceil(src_height * scale / 2.0)) * 2
-    return w, h
-
-
 def iter_source_frames(
     uri: str,
     indices: Sequence[int],
@@ -105,9 +59,9 @@ def iter_source_frames(
     decord reader used by two threads at once can hang; source decodes are therefore serialised
     here, while encoding (an ffmpeg subprocess per clip) and cropping still run in parallel.
     """
-    from egocurate.ingest.decode import read_frames
+    from egocurate.media.decode import read_frames
 
-    size = decode_size(src_size[0], src_size[1], width, height) if src_size else None
+    size = cover_size(src_size[0], src_size[1], width, height) if src_size else None
     for lo in range(0, len(indices), chunk):
         with _SOURCE_DECODE_LOCK:  # ingest.decode shares cached readers between threads
             frames = read_frames(uri, list(indices[lo : lo + chunk]), size)
@@ -267,3 +221,24 @@ def mp4_size(data: bytes) -> tuple[int, int]:
     with av.open(io.BytesIO(data)) as container:
         cc = container.streams.video[0].codec_context
         return int(cc.height), int(cc.width)
+
+
+def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) -> Iterator[tuple[Any, Any]]:
+    """(item, result or exception) in input order, with at most 2 x `workers` results in flight."""
+    if workers <= 1:
+        for item in items:
+            try:
+                yield item, fn(item)
+            except Exception as exc:  # noqa: BLE001 - reported per clip, the write goes on
+                yield item, exc
+        return
+    pending: deque = deque()
+    with ThreadPoolExecutor(workers) as pool:
+        for item in items:
+            pending.append((item, pool.submit(fn, item)))
+            if len(pending) >= 2 * workers:
+                head, fut = pending.popleft()
+                yield head, fut.exception() or fut.result()
+        while pending:
+            head, fut = pending.popleft()
+            yield head, fut.exception() or fut.result()

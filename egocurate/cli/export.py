@@ -1,0 +1,111 @@
+"""``egocurate export dreamdojo|lerobot``: the layouts the DreamDojo trainer and LeRobot read as they are."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from egocurate.catalog.store import Catalog
+from egocurate.cli.options import (
+    CatalogOption,
+    ProgressOption,
+    QueryOption,
+    TaskOption,
+    ThresholdOption,
+    WorkersOption,
+    console,
+    fail,
+    first_reasons,
+    parse_thresholds,
+)
+
+app = typer.Typer(help="Exports the DreamDojo trainer reads as they are.", no_args_is_help=True)
+
+
+@app.command("dreamdojo")
+def export_dreamdojo_cmd(
+    catalog: CatalogOption,
+    out: Annotated[str, typer.Option("--out", "-o", help="Dataset root for DreamDojo's human-video loader.")],
+    query: QueryOption = None,
+    task: TaskOption = None,
+    fps: Annotated[
+        float, typer.Option(help="Resample clips to this rate (post-training uses 10 Hz).")
+    ] = 10.0,
+    min_frames: Annotated[int, typer.Option(min=14, help="The loader needs at least 14 frames.")] = 14,
+    width: Annotated[int, typer.Option(min=16)] = 640,
+    height: Annotated[int, typer.Option(min=16)] = 480,
+    threshold: ThresholdOption = None,
+    workers: WorkersOption = None,
+    progress: ProgressOption = True,
+) -> None:
+    """Write an MP4 tree DreamDojo's human-video loader accepts as it is (plus clips.parquet)."""
+    from egocurate.catalog.export import export_dreamdojo
+
+    _run_export(
+        export_dreamdojo,
+        Catalog(catalog),
+        out,
+        query=query,
+        task=task,
+        fps=fps,
+        min_frames=min_frames,
+        width=width,
+        height=height,
+        thresholds=parse_thresholds(threshold),
+        workers=workers,
+        progress=progress,
+    )
+
+
+@app.command("lerobot")
+def export_lerobot_cmd(
+    catalog: CatalogOption,
+    out: Annotated[str, typer.Option("--out", "-o", help="LeRobot v2.1 dataset folder.")],
+    query: QueryOption = None,
+    task: TaskOption = None,
+    fps: Annotated[float, typer.Option(help="Dataset frame rate (clips are resampled to it).")] = 10.0,
+    width: Annotated[int, typer.Option(min=16)] = 640,
+    height: Annotated[int, typer.Option(min=16)] = 480,
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
+    robot_type: Annotated[str, typer.Option(help="info.json robot_type.")] = "human_egocentric",
+    threshold: ThresholdOption = None,
+    workers: WorkersOption = None,
+    progress: ProgressOption = True,
+) -> None:
+    """Write a LeRobot v2.1 dataset: one episode per clip, latent actions as `action`."""
+    from egocurate.catalog.lerobot import export_lerobot
+
+    _run_export(
+        export_lerobot,
+        Catalog(catalog),
+        out,
+        query=query,
+        task=task,
+        fps=fps,
+        width=width,
+        height=height,
+        val_fraction=val_fraction,
+        robot_type=robot_type,
+        thresholds=parse_thresholds(threshold),
+        workers=workers,
+        progress=progress,
+    )
+
+
+def _run_export(export, *args, **kwargs) -> None:
+    """Run one export command: a bad query or an existing output is a clear error, exit code 2."""
+    try:
+        report = export(*args, **kwargs)
+    except (ValueError, FileExistsError) as exc:
+        fail(str(exc))
+    _print_report(report)
+
+
+def _print_report(report) -> None:
+    console.print(f"wrote {report.written} clip(s) to [bold]{report.out}[/] ({report.seconds:.1f} s)")
+    if report.renamed:
+        console.print("renamed for the loader's path filter: " + json.dumps(report.renamed))
+    if report.skipped:
+        console.print(f"[yellow]left out {len(report.skipped)} clip(s)[/]: " + first_reasons(report.skipped))

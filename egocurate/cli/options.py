@@ -1,0 +1,111 @@
+"""What every command shares: the console, the common options, one-line errors and table output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+CatalogOption = Annotated[
+    str, typer.Option("--catalog", "-c", envvar="EGOCURATE_CATALOG", help="Catalog root: a path or URL.")
+]
+ThresholdOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--threshold", "-t", help="Read-time filter NAME=VALUE for the view's keep flag (repeatable)."
+    ),
+]
+ProgressOption = Annotated[bool, typer.Option(help="Show progress bars.")]
+QueryOption = Annotated[
+    str | None,
+    typer.Option("--query", "-q", help="SQL over clip_view returning clip_id (default: kept clips)."),
+]
+TaskOption = Annotated[str | None, typer.Option("--task", help='Glob on the clip task label, e.g. "pour*".')]
+WorkersOption = Annotated[int | None, typer.Option(min=1, help="Parallel clip renders (default: CPU count).")]
+
+
+class EngineChoice(StrEnum):
+    local = "local"
+    ray = "ray"
+    spark = "spark"
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def first_reasons(skipped: dict[str, str], limit: int = 3) -> str:
+    """The first few ``clip: why`` pairs of a skipped-clips mapping, for one summary line."""
+    items = list(skipped.items())[:limit]
+    return "; ".join(f"{cid}: {why}" for cid, why in items) + (" ..." if len(skipped) > limit else "")
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``error: message`` (never parsed as markup) and exit 2: the shape of every user error."""
+    console.print(f"[bold red]error:[/] {escape(str(message))}")
+    raise typer.Exit(2)
+
+
+def parse_thresholds(items: list[str] | None) -> dict[str, float]:
+    """``NAME=NUMBER`` items as a mapping; anything else is a user error."""
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            fail(f"--threshold wants NAME=NUMBER, got {item!r}")
+    return out
+
+
+def print_arrow(data, fmt: OutputFormat = OutputFormat.table, limit: int | None = None) -> None:
+    if limit is not None:
+        data = data.slice(0, limit)
+    if fmt is OutputFormat.json:
+        for row in data.to_pylist():
+            sys.stdout.write(json.dumps(row, default=str) + "\n")
+        return
+    if fmt is OutputFormat.csv:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        for i, field in enumerate(data.schema):  # CSV has no nested or binary types: JSON-encode them
+            if pa.types.is_nested(field.type) or pa.types.is_binary(field.type):
+                values = [
+                    None if v is None else json.dumps(v, default=str) for v in data.column(i).to_pylist()
+                ]
+                data = data.set_column(i, field.name, pa.array(values, pa.string()))
+        sys.stdout.flush()
+        pacsv.write_csv(data, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    table = Table(show_lines=False)
+    for name in data.column_names:
+        table.add_column(name, overflow="fold")
+    for row in data.to_pylist():
+        table.add_row(*[cell(v) for v in row.values()])
+    console.print(table)
+    console.print(f"[dim]{data.num_rows} row(s)[/]")
+
+
+def cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,71 @@
+"""``egocurate ingest`` and ``egocurate run``: the commands that fill the catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from egocurate.catalog.store import Catalog
+from egocurate.cli.options import CatalogOption, EngineChoice, console, fail
+from egocurate.jobs.config import ConfigError, PipelineConfig, load_config
+from egocurate.jobs.pipeline import run_pipeline
+
+
+def register(app: typer.Typer) -> None:
+    """Mount ``ingest`` and ``run`` as top-level commands of `app`."""
+    app.command()(ingest)
+    app.command()(run)
+
+
+def ingest(
+    sources: Annotated[
+        list[str], typer.Argument(help="Folders, globs, fsspec URLs or manifests (CSV/JSONL).")
+    ],
+    catalog: CatalogOption,
+    engine: Annotated[EngineChoice, typer.Option(help="Where to run.")] = EngineChoice.local,
+    backend: Annotated[str, typer.Option(help="Probe backend: auto, ffprobe or pyav.")] = "auto",
+    spark_master: Annotated[str | None, typer.Option(help="Spark master URL (engine spark).")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="ray.init address (engine ray).")] = None,
+    commit_every: Annotated[int, typer.Option(min=1, help="Input rows per Delta commit.")] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, help="Files per worker batch.")] = 8,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Discover, probe and fingerprint videos into the `videos` table; bad files go to `quarantine`."""
+    try:
+        config = PipelineConfig.model_validate(
+            {
+                "catalog": catalog,
+                "engine": engine.value,
+                "sources": list(sources),
+                "stages": [{"name": "ingest", "params": {"backend": backend, "batch_size": batch_size}}],
+                "commit_every": commit_every,
+                "spark": {"master": spark_master},
+                "ray": {"address": ray_address},
+                "progress": progress,
+            }
+        )
+        run_pipeline(config, console)
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"catalog: [bold]{Catalog(catalog).root}[/]")
+
+
+def run(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML: catalog, engine, sources, stages.")],
+    catalog: Annotated[str | None, typer.Option("--catalog", "-c", help="Override the catalog root.")] = None,
+    engine: Annotated[EngineChoice | None, typer.Option(help="Override the default engine.")] = None,
+) -> None:
+    """Run a pipeline file end to end; every stage resumes from what the catalog holds."""
+    overrides = {}
+    if catalog:
+        overrides["catalog"] = catalog
+    if engine:
+        overrides["engine"] = engine.value
+    try:
+        config = load_config(pipeline, overrides)
+        run_pipeline(config, console)
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"catalog: [bold]{config.catalog}[/]")

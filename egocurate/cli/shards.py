@@ -1,0 +1,74 @@
+"""``egocurate shards write``: Parquet training shards of the selected clips, plus their manifest."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from egocurate.catalog.store import Catalog
+from egocurate.cli.options import (
+    CatalogOption,
+    ProgressOption,
+    QueryOption,
+    TaskOption,
+    ThresholdOption,
+    WorkersOption,
+    console,
+    first_reasons,
+    parse_thresholds,
+)
+
+app = typer.Typer(help="Training shards for streaming loaders.", no_args_is_help=True)
+
+
+@app.command("write")
+def shards_write(
+    catalog: CatalogOption,
+    out: Annotated[str, typer.Option("--out", "-o", help="Shard folder URL (local, s3://, hf://).")],
+    query: QueryOption = None,
+    task: TaskOption = None,
+    fps: Annotated[
+        float | None, typer.Option(help="Clip frame rate (default: the latent-action model's).")
+    ] = None,
+    width: Annotated[int, typer.Option(min=16)] = 640,
+    height: Annotated[int, typer.Option(min=16)] = 480,
+    target_mb: Annotated[float, typer.Option(min=0.01, help="Target shard size in MiB.")] = 512,
+    row_group_mb: Annotated[float, typer.Option(min=0.01, help="Row-group size in MiB.")] = 32,
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of videos in val.")] = 0.05,
+    min_frames: Annotated[int, typer.Option(min=1)] = 13,
+    seed: Annotated[int, typer.Option(help="Seed of the row order inside shards.")] = 0,
+    threshold: ThresholdOption = None,
+    workers: WorkersOption = None,
+    progress: ProgressOption = True,
+) -> None:
+    """Write Parquet training shards of the selected clips, a manifest.json, and register them."""
+    from egocurate.shards.write import MB, ShardParams, write_shards
+
+    params = ShardParams(
+        fps=fps,
+        width=width,
+        height=height,
+        min_frames=min_frames,
+        target_bytes=int(target_mb * MB),
+        row_group_bytes=int(row_group_mb * MB),
+        val_fraction=val_fraction,
+        seed=seed,
+    )
+    report = write_shards(
+        Catalog(catalog),
+        out,
+        query=query,
+        task=task,
+        params=params,
+        thresholds=parse_thresholds(threshold),
+        workers=workers,
+        progress=progress,
+    )
+    for split, info in report.manifest.splits.items():
+        console.print(
+            f"{split}: {info['rows']} clips from {info['videos']} videos in {info['shards']} shard(s)"
+        )
+    if report.skipped:
+        console.print(f"[yellow]left out {len(report.skipped)} clip(s)[/]: " + first_reasons(report.skipped))
+    console.print(f"manifest: [bold]{report.manifest_url}[/] ({report.seconds:.1f} s)")
