@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install system-deps demo test lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+system-deps:
+	bash scripts/system-deps.sh
+
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/egocurate demo --out demo_output
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/ruff check egocurate tests benchmarks
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not gpu" -q -p no:cacheprovider $(PYTEST_ARGS)
 

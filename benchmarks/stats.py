@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from egocurate.catalog import tables  # noqa: E402
 from egocurate.catalog.store import Catalog  # noqa: E402
-from egocurate.jobs.corpus import stats as global_stats  # noqa: E402
+from egocurate.jobs.corpus import stats as corpus_stats  # noqa: E402
 from egocurate.testing.corpus_tables import synthetic_tables  # noqa: E402
 
 
@@ -61,7 +61,7 @@ def main() -> None:
                 seconds=round(time.perf_counter() - start, 2),
             )
         start = time.perf_counter()
-        local = global_stats.compute_local(catalog)
+        local = corpus_stats.compute_local(catalog)
         local_s = time.perf_counter() - start
         emit(
             benchmark="stats",
@@ -90,7 +90,7 @@ def main() -> None:
             seconds=round(time.perf_counter() - start, 2),
         )
         start = time.perf_counter()
-        on_spark = global_stats.compute_spark(catalog, spark=spark)
+        on_spark = corpus_stats.compute_spark(catalog, spark=spark)
         spark_s = time.perf_counter() - start
         emit(
             benchmark="stats",

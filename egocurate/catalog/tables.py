@@ -174,7 +174,7 @@ def error_columns(num_rows: int) -> dict[str, pa.Array]:
 
 
 # ----------------------------------------------------------------------------- later stages' tables
-# Owned by the filters, annotate, latent_actions and catalog.shards stages. Each stage may refine its
+# Owned by the filters, annotate, latent_actions stages and shards.write. Each stage may refine its
 # own spec here; nobody else writes these tables.
 CLIP_QUALITY = register(
     TableSpec(

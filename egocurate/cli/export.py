@@ -41,7 +41,7 @@ def export_dreamdojo_cmd(
     progress: ProgressOption = True,
 ) -> None:
     """Write an MP4 tree DreamDojo's human-video loader accepts as it is (plus clips.parquet)."""
-    from egocurate.catalog.export import export_dreamdojo
+    from egocurate.export.dreamdojo import export_dreamdojo
 
     _run_export(
         export_dreamdojo,
@@ -75,7 +75,7 @@ def export_lerobot_cmd(
     progress: ProgressOption = True,
 ) -> None:
     """Write a LeRobot v2.1 dataset: one episode per clip, latent actions as `action`."""
-    from egocurate.catalog.lerobot import export_lerobot
+    from egocurate.export.lerobot import export_lerobot
 
     _run_export(
         export_lerobot,

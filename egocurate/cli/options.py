@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-console = Console(width=None if sys.stdout.isatty() else 160)
+# Piped output (logs, CI, tests) is not wrapped: a long path stays on one line whatever the width.
+console = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=not sys.stdout.isatty())
 
 CatalogOption = Annotated[
     str, typer.Option("--catalog", "-c", envvar="EGOCURATE_CATALOG", help="Catalog root: a path or URL.")

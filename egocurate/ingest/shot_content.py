@@ -1,6 +1,6 @@
 """The ``content`` shot detector: hard cuts, dissolves and fades from cheap 64x48 frames.
 
-Speed comes from decoding less (see :class:`egocurate.media.decode.VideoScanner`): the coarse pass
+Speed comes from decoding less (see :class:`egocurate.media.scan.VideoScanner`): the coarse pass
 lets the decoder drop non-reference frames (about half of an x264 stream with B-frames; dropping all
 B-frames instead corrupts the P-frames that reference them) and skip the loop filter; frames are
 scaled to 64x48 by a cached swscale context. With N threads the video is cut at keyframes into N

@@ -55,7 +55,7 @@ def iter_source_frames(
 ) -> Iterator[np.ndarray]:
     """Frames at `indices` of a source video, centre-cropped and resized, in chunks of `chunk` frames.
 
-    ``ingest.decode`` keeps a per-process cache of open decoders that threads would share, and a
+    ``media.decode`` keeps a per-process cache of open decoders that threads would share, and a
     decord reader used by two threads at once can hang; source decodes are therefore serialised
     here, while encoding (an ffmpeg subprocess per clip) and cropping still run in parallel.
     """
@@ -63,7 +63,7 @@ def iter_source_frames(
 
     size = cover_size(src_size[0], src_size[1], width, height) if src_size else None
     for lo in range(0, len(indices), chunk):
-        with _SOURCE_DECODE_LOCK:  # ingest.decode shares cached readers between threads
+        with _SOURCE_DECODE_LOCK:  # media.decode shares cached readers between threads
             frames = read_frames(uri, list(indices[lo : lo + chunk]), size)
         yield crop_resize(frames, width, height)
 

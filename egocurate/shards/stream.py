@@ -214,7 +214,7 @@ class ShardDataset(IterableDataset):
       sample; with a video `window` and no `transform`, each window is decoded straight into its
       slot of one (shared-memory) batch buffer, which saves two copies of every frame.
     - `transform`: a picklable callable applied to each sample dict in the worker (for instance
-      ``catalog.dreamdojo.DreamDojoSample``). It runs on `decode_threads` threads (order kept), so
+      ``shards.dreamdojo_sample.DreamDojoSample``). It runs on `decode_threads` threads (order kept), so
       it must be thread-safe; ``decode_threads=1`` runs it inline (default: the worker's share of
       the node's cores, see :func:`auto_decode_threads`).
     - `prefetch`: row groups fetched ahead of the one being consumed.

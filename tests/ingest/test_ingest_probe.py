@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
+import imageio_ffmpeg
 import pyarrow as pa
 import pytest
 
@@ -62,10 +63,12 @@ def test_backends_agree_on_real_recordings(shared_data):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_rotation_audio_and_vfr_are_reported(tmp_path, sample_videos, backend):
     rotated = tmp_path / "rotated.mp4"
+    # The rotation is written by the ffmpeg that imageio-ffmpeg pins (`-display_rotation`, ffmpeg >= 6.1),
+    # not by whichever ffmpeg is on PATH: older builds only honour `-metadata rotate=`, newer ones ignore it.
     subprocess.run(
-        [ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(sample_videos[0]), "-f", "lavfi", "-i",
-         "sine=duration=4", "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-shortest",
-         "-metadata:s:v:0", "rotate=90", str(rotated)],
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-display_rotation:v:0", "90", "-i",
+         str(sample_videos[0]), "-f", "lavfi", "-i", "sine=duration=4", "-map", "0:v", "-map", "1:a",
+         "-c:v", "copy", "-c:a", "aac", "-shortest", str(rotated)],
         check=True,
     )  # fmt: skip
     info = probe(str(rotated), backend=backend)

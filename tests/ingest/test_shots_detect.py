@@ -11,7 +11,7 @@ from egocurate.ingest import shot_transnet
 from egocurate.ingest.shots import Shot, Transition, detect_shots, detect_transitions, shots_from_transitions
 from egocurate.testing.videos import encode_frames, make_video, render_scene
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 FPS = 15.0
 
 

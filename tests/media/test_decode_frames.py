@@ -8,7 +8,7 @@ import fsspec
 import numpy as np
 import pytest
 
-from egocurate.media import decode
+from egocurate.media import decode, scan
 from egocurate.media.tools import ffmpeg_exe
 from egocurate.testing.videos import encode_frames
 
@@ -176,12 +176,12 @@ def test_rotation_matches_what_a_player_shows(tmp_path):
 
 
 def test_scanner_maps_pts_to_frame_indices_and_decodes_exact_ranges(video):
-    scanner = decode.VideoScanner(video, (32, 24), fast=False)
+    scanner = scan.VideoScanner(video, (32, 24), fast=False)
     items = list(scanner.scan("none"))
     index = scanner.index_of([pts for pts, _ in items])
     assert scanner.num_frames == 60 and sorted(index.tolist()) == list(range(60))
     assert all(_number(f) == i for i, (_, f) in zip(index, items, strict=True))
-    coarse = decode.VideoScanner(video, (32, 24))
+    coarse = scan.VideoScanner(video, (32, 24))
     kept = [p for p, _ in coarse.scan("nonref")]
     assert 0 < len(kept) < 60  # non-reference B-frames were dropped by the decoder
     assert coarse.timestamps()[1] == pytest.approx(1 / FPS)

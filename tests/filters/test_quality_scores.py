@@ -20,7 +20,7 @@ from egocurate.jobs.registry import build_stage
 from egocurate.jobs.runners.local import LocalEngine
 from egocurate.testing.videos import encode_frames, render_scene
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 W, H, FPS, N = 320, 240, 15.0, 30
 
 

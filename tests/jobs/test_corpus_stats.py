@@ -10,7 +10,7 @@ from egocurate.annotate import stats as S
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog
 from egocurate.jobs.config import PipelineConfig, StageConfig
-from egocurate.jobs.corpus import stats as global_stats
+from egocurate.jobs.corpus import stats as corpus_stats
 from egocurate.jobs.pipeline import run_pipeline
 from egocurate.testing.corpus_tables import synthetic_tables
 
@@ -72,7 +72,7 @@ def spark():
 
 
 def test_local_statistics_are_exact(tmp_path):
-    stats = global_stats.compute_local(_hand_catalog(tmp_path))
+    stats = corpus_stats.compute_local(_hand_catalog(tmp_path))
     assert stats.summary == {
         "clips": 4,
         "ms": 19_500,
@@ -142,8 +142,8 @@ def test_spark_and_local_runner_give_identical_statistics(tmp_path, spark):
     cat = Catalog(tmp_path)
     for name, table in synthetic_tables(3_000, seed=7).items():
         cat.append(tables.spec_for(name), table)
-    local = global_stats.compute_local(cat)
-    on_spark = global_stats.compute_spark(cat, spark=spark)
+    local = corpus_stats.compute_local(cat)
+    on_spark = corpus_stats.compute_spark(cat, spark=spark)
     assert on_spark == local
     assert all(local.sections[name] for name in ("per_task", "per_object", "cooccurrence", "resolution_hist"))
     assert local.summary["clips"] == 3_000 and local.summary["unique_tasks"] > 100
@@ -153,28 +153,28 @@ def test_spark_and_local_runner_give_identical_statistics(tmp_path, spark):
 
 def test_statistics_are_stored_per_run_and_read_back(tmp_path):
     cat = _hand_catalog(tmp_path)
-    stats = global_stats.compute_local(cat)
-    run_id, version = global_stats.commit_stats(cat, stats, "local", {"min_motion": 0.5})
+    stats = corpus_stats.compute_local(cat)
+    run_id, version = corpus_stats.commit_stats(cat, stats, "local", {"min_motion": 0.5})
     stored = cat.read("stats").to_pylist()
     assert {r["stats_run"] for r in stored} == {run_id} and len(stored) == len(S.to_rows(stats))
     assert '"clips"' in stored[0]["catalog_versions"] and stored[0]["thresholds"] == '{"min_motion": 0.5}'
-    assert global_stats.load_stats(cat) == (run_id, stats)
+    assert corpus_stats.load_stats(cat) == (run_id, stats)
     # A later run is a new Delta version; the old one stays readable.
     cat.append(tables.CLIPS, pa.table({"clip_id": ["c5"], "video_id": ["v1"], "duration_s": [2.0]}))
     summary = run_pipeline(
         PipelineConfig(catalog=str(tmp_path), stages=[StageConfig(name="stats")], progress=False)
     )
     assert summary[0].versions["stats"] == version + 1
-    latest_run, latest = global_stats.load_stats(cat)
+    latest_run, latest = corpus_stats.load_stats(cat)
     assert latest_run != run_id and latest.summary["clips"] == 5
-    assert global_stats.load_stats(cat, run_id)[1].summary["clips"] == 4
+    assert corpus_stats.load_stats(cat, run_id)[1].summary["clips"] == 4
 
 
 def test_filtered_hours_and_reasons_follow_the_keep_thresholds(tmp_path):
     cat = Catalog(tmp_path)
     for name, table in synthetic_tables(1_000, seed=11).items():
         cat.append(tables.spec_for(name), table)
-    stats = global_stats.compute_local(cat, {"min_motion": 0.5})
+    stats = corpus_stats.compute_local(cat, {"min_motion": 0.5})
     kept = sql_count(cat, "SELECT COUNT(*) FROM clip_view WHERE keep", {"min_motion": 0.5})
     filter_rows = {r.label: r for r in stats.section("filter")}
     assert filter_rows["kept"].clips == kept == stats.summary["kept_clips"]

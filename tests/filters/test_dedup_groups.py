@@ -28,7 +28,7 @@ from egocurate.jobs.corpus.dedup import run_dedup
 from egocurate.jobs.pipeline import run_pipeline
 from egocurate.jobs.registry import build_stage
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 # The documented setting of the tiny random-init model (benchmarks/dedup.py, part near_dup: pair
 # precision 0.99 on the near-duplicate set): centred cosine, eps 0.0005. A random network ranks

@@ -20,7 +20,7 @@ from egocurate.latent_actions.lam import (
     unpatchify,
 )
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "dreamdojo_lam"
+FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "dreamdojo_lam"
 needs_fixture = pytest.mark.skipif(not FIXTURE.is_dir(), reason="shared/fixtures/dreamdojo_lam is missing")
 
 
