@@ -56,6 +56,10 @@ class BaseStage:
       sized by ``prepare_resources``. ``process`` must also accept rows that were not prepared.
     - ``merge_duplicates``: for stages whose output key is not their input key (many uris, one
       video): folds incoming rows into existing ones with the same key instead of appending.
+    - ``frame_plan``: for stages that decode clip frames: which file, frames and size a row needs
+      (a ``media.decode.FramePlan``). Stages that declare it can share one decode of each clip
+      (``jobs.fused``); their ``process`` then finds the frames already decoded in the row (see
+      ``media.decode.frames_of``) and decodes for itself only when they are absent.
     """
 
     name: ClassVar[str]
@@ -81,6 +85,10 @@ class BaseStage:
     def merge_duplicates(self, existing: pa.Table, incoming: pa.Table) -> pa.Table:
         """Fold `incoming` into `existing` rows of the same key (only when ``merges_duplicates``)."""
         raise NotImplementedError
+
+    def frame_plan(self, row: dict[str, Any]) -> Any:
+        """The frames `row` needs (a ``media.decode.FramePlan``), or None: this stage decodes no frames."""
+        return None
 
     def done_columns(self) -> tuple[str, ...]:
         """Output columns whose values are finished input keys."""

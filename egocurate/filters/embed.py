@@ -26,7 +26,7 @@ from egocurate.catalog import tables
 from egocurate.filters.frames import ClipSource, clip_source, resize_short_side
 from egocurate.filters.vectors import encode_vectors
 from egocurate.media.crop import center_crop
-from egocurate.media.decode import read_frames, sample_indices
+from egocurate.media.decode import FramePlan, FrameRequest, frames_of, read_frames, sample_indices
 from egocurate.stage_base import BaseStage, Resources
 
 MODEL_CONFIGS = Path(__file__).with_name("model_configs")
@@ -167,19 +167,50 @@ class EmbedStage(BaseStage):
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     # ------------------------------------------------------------------ frames
-    def clip_frames(self, source: ClipSource) -> np.ndarray:
-        """K evenly spaced frames of the clip, resized (short side) and centre-cropped for the model."""
-        indices = sample_indices(source.start, source.end, min(self.num_frames, source.num_frames))
-        target_h, target_w = self.image_size
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) the model takes, read from its open_clip config: no weights are loaded."""
+        if self._model is not None:
+            return self.image_size
+        import open_clip
+
+        open_clip.add_model_config(MODEL_CONFIGS)
+        name = self.model_name
+        if name.endswith(".json"):
+            open_clip.add_model_config(name)
+            name = Path(name).stem
+        size = (open_clip.get_model_config(name) or {}).get("vision_cfg", {}).get("image_size", 224)
+        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    def _plan(self, source: ClipSource) -> FramePlan:
+        indices = tuple(sample_indices(source.start, source.end, min(self.num_frames, source.num_frames)))
+        target_h, target_w = self.input_size()
         size = resize_short_side(source.width, source.height, max(target_h, target_w))
-        frames = read_frames(source.uri, indices, size, rotation=source.rotation)
-        if size is None:  # unknown source size: resize after decoding
+        return FramePlan(source.uri, FrameRequest(indices=indices, size=size), source.rotation)
+
+    def _fit(self, frames: np.ndarray) -> np.ndarray:
+        """Decoded frames resized (short side) when decoded at native size, then centre-cropped."""
+        target_h, target_w = self.input_size()
+        if len(frames):
             import cv2
 
             h, w = frames.shape[1:3]
             size = resize_short_side(w, h, max(target_h, target_w))
-            frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+            if size != (w, h):
+                frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
         return center_crop(frames, target_h, target_w)
+
+    def frame_plan(self, row: dict) -> FramePlan | None:
+        try:
+            source = clip_source(row)
+        except (KeyError, TypeError, ValueError):
+            return None
+        return self._plan(source) if source.num_frames >= 1 else None
+
+    def clip_frames(self, source: ClipSource) -> np.ndarray:
+        """K evenly spaced frames of the clip, resized (short side) and centre-cropped for the model."""
+        plan = self._plan(source)
+        frames = read_frames(plan.uri, list(plan.request.indices), plan.request.size, rotation=plan.rotation)
+        return self._fit(frames)
 
     def _decode(self, row: dict) -> tuple[np.ndarray | None, str | None, str | None]:
         """(frames, error kind, error message) of one clip."""
@@ -190,7 +221,8 @@ class EmbedStage(BaseStage):
         if source.num_frames < 1:
             return None, tables.TOO_SHORT, "clip has no frames"
         try:
-            frames = self.clip_frames(source)
+            shared = frames_of(row)  # decoded once for several stages (jobs.fused)
+            frames = self._fit(shared) if shared is not None else self.clip_frames(source)
         except Exception as exc:  # decord raises its own error types for broken files
             return None, tables.DECODE_ERROR, f"{type(exc).__name__}: {exc}"[:2000]
         if len(frames) == 0:

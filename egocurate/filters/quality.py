@@ -38,7 +38,7 @@ import pyarrow as pa
 
 from egocurate.catalog import tables
 from egocurate.filters.frames import ClipSource, clip_source, scaled_size
-from egocurate.media.decode import read_frames
+from egocurate.media.decode import FramePlan, FrameRequest, frames_of, read_frames
 from egocurate.stage_base import BaseStage, Resources
 
 MotionMethod = Literal["farneback", "frame_diff"]
@@ -193,23 +193,36 @@ def score_frames(windows: Sequence[np.ndarray], dt: float, settings: QualitySett
     }
 
 
-def decode_for_quality(source: ClipSource, settings: QualitySettings) -> tuple[list[np.ndarray], float]:
-    """Decode a clip's analysis frames in one call; returns the windows of frames and their time step."""
+def quality_plan(source: ClipSource, settings: QualitySettings) -> tuple[FramePlan, list[int], float]:
+    """(frames to decode, window lengths, time step between paired frames) of a clip."""
     windows, stride = analysis_windows(
         source.start, source.end, source.fps, settings.sample_fps, settings.max_frames, settings.window
     )
-    flat = [i for w in windows for i in w]
+    flat = tuple(i for w in windows for i in w)
     size = scaled_size(source.width, source.height, settings.analysis_long_side)
-    frames = read_frames(source.uri, flat, size, rotation=source.rotation)
-    if size is None and len(frames):
+    plan = FramePlan(source.uri, FrameRequest(indices=flat, size=size), source.rotation)
+    return plan, [len(w) for w in windows], stride / source.fps
+
+
+def split_windows(frames: np.ndarray, lengths: list[int], settings: QualitySettings) -> list[np.ndarray]:
+    """Decoded analysis frames as windows, resized to the analysis size when decoded at native size."""
+    if len(frames):
         h, w = frames.shape[1:3]
         target = scaled_size(w, h, settings.analysis_long_side)
-        frames = np.stack([cv2.resize(f, target, interpolation=cv2.INTER_AREA) for f in frames])
+        if target != (w, h):
+            frames = np.stack([cv2.resize(f, target, interpolation=cv2.INTER_AREA) for f in frames])
     out, offset = [], 0
-    for w in windows:
-        out.append(frames[offset : offset + len(w)])
-        offset += len(w)
-    return out, stride / source.fps
+    for length in lengths:
+        out.append(frames[offset : offset + length])
+        offset += length
+    return out
+
+
+def decode_for_quality(source: ClipSource, settings: QualitySettings) -> tuple[list[np.ndarray], float]:
+    """Decode a clip's analysis frames in one call; returns the windows of frames and their time step."""
+    plan, lengths, dt = quality_plan(source, settings)
+    frames = read_frames(plan.uri, list(plan.request.indices), plan.request.size, rotation=plan.rotation)
+    return split_windows(frames, lengths, settings), dt
 
 
 PASS_THROUGH = ("clip_id", "video_id", "duration_s", "fps", "width", "height")
@@ -259,6 +272,13 @@ class QualityStage(BaseStage):
         if self.threads is not None:
             cv2.setNumThreads(self.threads)
 
+    def frame_plan(self, row: dict[str, Any]) -> FramePlan | None:
+        try:
+            source = clip_source(row)
+        except (KeyError, TypeError, ValueError):
+            return None  # process reports the bad row
+        return quality_plan(source, self.settings)[0] if source.num_frames >= 2 else None
+
     def score_row(self, row: dict[str, Any]) -> dict[str, Any]:
         out = {k: row.get(k) for k in PASS_THROUGH}
         try:
@@ -269,7 +289,12 @@ class QualityStage(BaseStage):
             message = f"clip has {source.num_frames} frame(s); quality needs at least 2"
             return {**out, tables.ERROR_KIND: tables.TOO_SHORT, tables.ERROR_MESSAGE: message}
         try:
-            windows, dt = decode_for_quality(source, self.settings)
+            shared = frames_of(row)
+            if shared is not None:  # decoded once for several stages (jobs.fused)
+                _, lengths, dt = quality_plan(source, self.settings)
+                windows = split_windows(shared, lengths, self.settings)
+            else:
+                windows, dt = decode_for_quality(source, self.settings)
         except Exception as exc:  # decord raises its own error types for broken files
             message = f"{type(exc).__name__}: {exc}"[:2000]
             return {**out, tables.ERROR_KIND: tables.DECODE_ERROR, tables.ERROR_MESSAGE: message}

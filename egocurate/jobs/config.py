@@ -65,6 +65,11 @@ class PipelineConfig(BaseModel):
         default_factory=dict, description="read-time filters for the clip view"
     )
     progress: bool = True
+    shared_decode: bool = Field(
+        True,
+        description="run consecutive per-clip stages that read frames (quality, embed, latent_actions, "
+        "tokenizer_latents) as one pass that decodes each clip once",
+    )
 
 
 class ConfigError(ValueError):

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog, PartFile
+from egocurate.jobs.fused import FusedStage, todo_column
 from egocurate.jobs.stage import Stage
 from egocurate.jobs.summary import StageSummary
 
@@ -99,6 +100,7 @@ class _Committer:
         self.pending_rows = 0
 
     def add(self, manifest: pa.Table) -> None:
+        manifest = manifest.filter(pc.equal(manifest.column("stage"), self.stage.name))  # fused groups
         self.pending.append(manifest)
         self.pending_rows += int(pc.sum(manifest.column("rows_in")).as_py() or 0)
 
@@ -194,3 +196,58 @@ def run_stage(
             bar.close()
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def run_fused(
+    fused: FusedStage,
+    rows: pa.Table,
+    catalog: Catalog,
+    engine: Engine,
+    commit_every: int = 256,
+    progress: bool = True,
+    run_id: str | None = None,
+) -> list[StageSummary]:
+    """Run a fused group of stages in one pass (one decode per clip); one summary per member.
+
+    Each member resumes on its own: a row goes through the pass when any member still has to do it,
+    flagged per member, and each member commits and ledgers only its own rows.
+    """
+    run_id = run_id or uuid.uuid4().hex[:12]
+    start = time.perf_counter()
+    key = fused.input_key
+    flags, summaries, committers = {}, [], []
+    for member in fused.members:
+        check_inputs(member, rows)
+        catalog.ensure(tables.spec_for(member.output_table))
+        todo = pending_rows(member, catalog, rows, run_id)
+        summary = StageSummary(stage=member.name, engine=f"{engine.name} (fused)")
+        summary.rows_in, summary.rows_skipped = todo.num_rows, rows.num_rows - todo.num_rows
+        flags[member.name] = pc.is_in(rows.column(key), value_set=todo.column(key).combine_chunks())
+        summaries.append(summary)
+        committers.append(_Committer(member, catalog, run_id, summary))
+    for member in fused.members:
+        rows = rows.append_column(todo_column(member.name), flags[member.name])
+    any_todo = flags[fused.members[0].name]
+    for member in fused.members[1:]:
+        any_todo = pc.or_(any_todo, flags[member.name])
+    todo_rows = rows.filter(any_todo)
+    if todo_rows.num_rows:
+        bar = tqdm(
+            total=todo_rows.num_rows, desc=f"{fused.name} [{engine.name}]", unit="row", disable=not progress
+        )
+        try:
+            for manifest in engine.map(fused, todo_rows, catalog):
+                for committer in committers:
+                    committer.add(manifest)
+                bookkeeping = manifest.filter(pc.equal(manifest.column("table"), ""))
+                bar.update(len(set(pc.list_flatten(bookkeeping.column("keys")).to_pylist())))
+                if max(c.pending_rows for c in committers) >= commit_every:
+                    for committer in committers:
+                        committer.commit()
+            for committer in committers:
+                committer.commit()
+        finally:
+            bar.close()
+    for summary in summaries:
+        summary.seconds = time.perf_counter() - start
+    return summaries

@@ -11,10 +11,11 @@ from rich.table import Table
 
 from egocurate.catalog.store import Catalog
 from egocurate.jobs.config import EngineName, PipelineConfig
-from egocurate.jobs.driver import Engine, StageSummary, run_stage
+from egocurate.jobs.driver import Engine, StageSummary, run_fused, run_stage
+from egocurate.jobs.fused import FusedStage
 from egocurate.jobs.inputs import build_inputs
 from egocurate.jobs.registry import build_stage, entry_for
-from egocurate.jobs.stage import CorpusStage
+from egocurate.jobs.stage import BaseStage, CorpusStage
 
 
 def make_engine(name: EngineName, config: PipelineConfig | None = None) -> Engine:
@@ -37,39 +38,66 @@ def make_engine(name: EngineName, config: PipelineConfig | None = None) -> Engin
     raise ValueError(f"unknown engine {name!r}; allowed: local, ray, spark")
 
 
+def _shares_decode(stage: object) -> bool:
+    """A per-clip stage that declares its frames (``frame_plan``), so a fused pass can feed it."""
+    return isinstance(stage, BaseStage) and type(stage).frame_plan is not BaseStage.frame_plan
+
+
+def plan_groups(config: PipelineConfig, built: list[tuple]) -> list[list[tuple]]:
+    """Consecutive stages run as one fused pass when ``shared_decode`` is on and they can share it:
+    per-clip stages that declare their frames, read the same input and run on the same engine."""
+    groups: list[list[tuple]] = []
+    for item in built:
+        stage_config, entry, stage = item
+        previous = groups[-1][-1] if groups else None
+        joins = (
+            config.shared_decode
+            and previous is not None
+            and _shares_decode(stage)
+            and _shares_decode(previous[2])
+            and entry.inputs == previous[1].inputs
+            and (stage_config.engine or config.engine) == (previous[0].engine or config.engine)
+        )
+        if joins:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
 def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list[StageSummary]:
     """Run every enabled stage in order; each one resumes from what the catalog already holds."""
     catalog = Catalog(config.catalog, config.storage_options or None)
     engines: dict[str, Engine] = {}
     summaries: list[StageSummary] = []
+    built = []
+    for stage_config in config.stages:
+        if not stage_config.enabled:
+            continue
+        entry = entry_for(stage_config.name)
+        params = dict(stage_config.params)
+        if config.storage_options and "storage_options" in inspect.signature(entry.load()).parameters:
+            params.setdefault("storage_options", config.storage_options)  # one mapping for every stage
+        stage = build_stage(stage_config.name, params)
+        if stage_config.resources and not isinstance(stage, CorpusStage):
+            stage.resources = stage.resources.with_(**stage_config.resources)
+        built.append((stage_config, entry, stage))
     try:
-        for stage_config in config.stages:
-            if not stage_config.enabled:
-                continue
-            entry = entry_for(stage_config.name)
-            params = dict(stage_config.params)
-            if config.storage_options and "storage_options" in inspect.signature(entry.load()).parameters:
-                params.setdefault("storage_options", config.storage_options)  # one mapping for every stage
-            stage = build_stage(stage_config.name, params)
+        for group in plan_groups(config, built):
+            stage_config, entry, stage = group[0]
             if isinstance(stage, CorpusStage):  # whole-corpus work runs on the driver, no engine
                 summaries.append(stage.run_corpus(catalog, progress=config.progress))
                 continue
-            if stage_config.resources:
-                stage.resources = stage.resources.with_(**stage_config.resources)
             engine_name = stage_config.engine or config.engine
             if engine_name not in engines:
                 engines[engine_name] = make_engine(engine_name, config)
             rows = build_inputs(entry.inputs, catalog, config.sources, config.storage_options or None)
-            summaries.append(
-                run_stage(
-                    stage,
-                    rows,
-                    catalog,
-                    engines[engine_name],
-                    commit_every=config.commit_every,
-                    progress=config.progress,
-                )  # fmt: skip
-            )
+            options = {"commit_every": config.commit_every, "progress": config.progress}
+            if len(group) > 1:
+                fused = FusedStage([item[2] for item in group])
+                summaries += run_fused(fused, rows, catalog, engines[engine_name], **options)
+            else:
+                summaries.append(run_stage(stage, rows, catalog, engines[engine_name], **options))
     finally:
         for engine in engines.values():
             engine.close()

@@ -39,9 +39,17 @@ from egocurate.latent_actions.frames import (
     stride_for,
     strided_indices,
 )
+from egocurate.media.crop import cover_size, crop_resize
+from egocurate.media.decode import (
+    FRAMES_COLUMN,
+    FRAMES_SHAPE_COLUMN,
+    FramePlan,
+    FrameRequest,
+    frames_columns,
+    frames_of,
+)
 from egocurate.stage_base import BaseStage, Resources
 
-FRAMES_COLUMN = "_lam_frames"  # uint8 frames (T, H, W, 3) as bytes, filled by `prepare`
 PASS_THROUGH = (("uri", pa.string()), ("duration_s", pa.float64()))
 
 
@@ -159,8 +167,9 @@ class LatentActionStage(BaseStage):
         return None
 
     def _pairs_of(self, row: dict) -> Iterator[np.ndarray]:
-        if row.get(FRAMES_COLUMN) is not None:  # decoded by `prepare` on a CPU worker
-            frames = np.frombuffer(row[FRAMES_COLUMN], np.uint8).reshape(-1, *self.out_hw, 3)
+        shared = frames_of(row)  # decoded by `prepare` on a CPU worker, or once for several stages
+        if shared is not None:
+            frames = crop_resize(shared, self.out_hw[1], self.out_hw[0])
             yield np.stack([frames[:-1], frames[1:]], axis=1)
             return
         yield from pair_chunks(
@@ -189,12 +198,23 @@ class LatentActionStage(BaseStage):
                     )
                 except Exception as exc:
                     problem = classify_decode_error(exc), f"{type(exc).__name__}: {exc}"
-            frames_col.append(None if frames is None else frames.tobytes())
+            frames_col.append(frames)
             kinds.append(problem[0] if problem else None)
             messages.append(problem[1] if problem else None)
-        out = batch.append_column(FRAMES_COLUMN, pa.array(frames_col, pa.large_binary()))
+        data, shapes = frames_columns(frames_col)
+        out = batch.append_column(FRAMES_COLUMN, data).append_column(FRAMES_SHAPE_COLUMN, shapes)
         out = out.append_column("_lam_prepare_error", pa.array(kinds, pa.string()))
         return out.append_column("_lam_prepare_message", pa.array(messages, pa.string()))
+
+    def frame_plan(self, row: dict) -> FramePlan | None:
+        if self._check(row) is not None:
+            return None  # process reports the row
+        width, height = self._source_size(row)
+        rotation = int(row.get("rotation") or 0)
+        if rotation % 180 == 90:  # the stored size is sideways; the plan is for the upright frame
+            width, height = height, width
+        size = cover_size(width, height, self.out_hw[1], self.out_hw[0])
+        return FramePlan(row["uri"], FrameRequest(indices=tuple(self._indices(row)), size=size), rotation)
 
     # ------------------------------------------------------------------ the stage
     def process(self, batch: pa.Table) -> pa.Table:

@@ -500,16 +500,66 @@ def read_clip(
 # ------------------------------------------------------------------------------------ shared decode
 @dataclass(frozen=True)
 class FrameRequest:
-    """What one consumer of a clip needs: `num_frames` evenly spaced, or all frames at `fps`, at `size`."""
+    """What one consumer of a clip needs, at `size` (None: native): explicit source frame `indices`,
+    or `num_frames` evenly spaced, or every frame at `fps`."""
 
     num_frames: int | None = None
     fps: float | None = None
     size: Size | None = None
+    indices: tuple[int, ...] | None = None
 
-    def indices(self, start_frame: int, end_frame: int, src_fps: float) -> list[int]:
+    def frames(self, start_frame: int, end_frame: int, src_fps: float) -> list[int]:
+        if self.indices is not None:
+            return list(self.indices)
         if self.num_frames is not None:
             return sample_indices(start_frame, end_frame, self.num_frames)
         return indices_at_fps(start_frame, end_frame, src_fps, self.fps)
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """The frames one consumer needs from one row: the file, its display rotation and the request."""
+
+    uri: str
+    request: FrameRequest
+    rotation: int = 0
+
+
+FRAMES_COLUMN = "_frames"  # pre-decoded frames of a row: uint8 bytes of (N, H, W, 3)
+FRAMES_SHAPE_COLUMN = "_frames_shape"
+
+
+def frames_columns(frames: Sequence[np.ndarray | None]) -> tuple[Any, Any]:
+    """Arrow columns (bytes, shape) holding one frame array per row; None where a row has none."""
+    import pyarrow as pa
+
+    data = pa.array([None if f is None else f.tobytes() for f in frames], pa.large_binary())
+    shapes = pa.array([None if f is None else list(f.shape) for f in frames], pa.list_(pa.int32()))
+    return data, shapes
+
+
+def frames_of(row: Mapping[str, Any]) -> np.ndarray | None:
+    """The pre-decoded frames a row carries (see :func:`frames_columns`), or None."""
+    data, shape = row.get(FRAMES_COLUMN), row.get(FRAMES_SHAPE_COLUMN)
+    if data is None or shape is None:
+        return None
+    return np.frombuffer(data, np.uint8).reshape([int(s) for s in shape])
+
+
+def decode_plans(plans: Mapping[str, FramePlan | None], start_frame: int = 0, end_frame: int = 0,
+                 storage_options: dict | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+    """Frames for each consumer's plan, decoding each file once for all the plans that read it."""
+    by_file: dict[tuple[str, int], dict[str, FrameRequest]] = {}
+    for name, plan in plans.items():
+        if plan is not None:
+            by_file.setdefault((plan.uri, plan.rotation), {})[name] = plan.request
+    out: dict[str, np.ndarray] = {}
+    for (uri, rotation), requests in by_file.items():
+        decoded = decode_shared(
+            uri, start_frame, end_frame, requests, rotation=rotation, storage_options=storage_options
+        )
+        out.update(decoded)
+    return out
 
 
 def decode_shared(
@@ -530,9 +580,12 @@ def decode_shared(
     """
     if not requests:
         return {}
-    rate = src_fps or source_fps(uri, backend, storage_options)
-    wanted = {name: req.indices(start_frame, end_frame, rate) for name, req in requests.items()}
+    needs_rate = any(req.indices is None for req in requests.values())
+    rate = src_fps or (source_fps(uri, backend, storage_options) if needs_rate else 0.0)
+    wanted = {name: req.frames(start_frame, end_frame, rate) for name, req in requests.items()}
     union = sorted(set().union(*[set(v) for v in wanted.values()]))
+    if not union:
+        return {name: np.zeros((0, 0, 0, 3), np.uint8) for name in requests}
     sizes = [req.size for req in requests.values()]
     decode_size = (
         None if any(s is None for s in sizes) else (max(s[0] for s in sizes), max(s[1] for s in sizes))

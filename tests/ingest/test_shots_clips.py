@@ -30,7 +30,7 @@ def _video_row(path: Path, video_id: str = "vid") -> dict:
 
 def _run(stage: ShotStage, rows: list[dict]) -> tuple[pa.Table, pa.Table]:
     """The stage's output split as the runner does: good clip rows and quarantine rows."""
-    from egocurate.jobs.stage import split_errors
+    from egocurate.jobs.worker import split_errors
 
     stage.setup()
     return split_errors(stage, stage.process(pa.Table.from_pylist(rows)))

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from egocurate.catalog.store import Catalog
-from egocurate.jobs.stage import Stage, run_on_worker
+from egocurate.jobs.stage import Stage
+from egocurate.jobs.worker import run_on_worker
 
 
 class LocalEngine:

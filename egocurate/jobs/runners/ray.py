@@ -19,7 +19,8 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from egocurate.catalog.store import Catalog
-from egocurate.jobs.stage import Resources, Stage, run_on_worker
+from egocurate.jobs.stage import Resources, Stage
+from egocurate.jobs.worker import run_on_worker
 
 
 class _StageActor:

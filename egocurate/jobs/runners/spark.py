@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from egocurate.catalog.store import Catalog
-from egocurate.jobs.stage import MANIFEST_SCHEMA, Stage, run_on_worker
+from egocurate.jobs.stage import Stage
+from egocurate.jobs.worker import MANIFEST_SCHEMA, run_on_worker
 
 MANIFEST_DDL = (
     "table string, path string, size long, num_rows long, keys array<string>, "
