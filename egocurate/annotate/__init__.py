@@ -2,10 +2,6 @@
 
 from egocurate import lazy_exports
 
-_EXPORTS = {
-    "LabelStage": "egocurate.annotate.label_stage",
-    "CaptionStage": "egocurate.annotate.captioner",
-    "Vocabulary": "egocurate.annotate.vocabulary",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __all__ = lazy_exports(__name__, (
+    "label_stage: LabelStage; captioner: CaptionStage; vocabulary: Vocabulary"
+))

@@ -2,8 +2,4 @@
 
 from egocurate import lazy_exports
 
-_EXPORTS = {
-    "app": "egocurate.cli.main",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __all__ = lazy_exports(__name__, "main: app")

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from egocurate.annotate.label_query import LabelQuery
 from egocurate.catalog.store import Catalog
-from egocurate.cli.options import CatalogOption, ThresholdOption, console, fail, parse_thresholds
+from egocurate.cli.options import CatalogOption, ThresholdOption, cell, console, fail, parse_thresholds
 
 app = typer.Typer(help="Labels, corpus statistics and the HTML report.", no_args_is_help=True)
 
@@ -141,7 +141,7 @@ def query(
         for name in columns:
             table.add_column(name, overflow="fold")
         for row in result.slice(0, show).to_pylist():
-            table.add_row(*[_cell(row.get(c)) for c in columns])
+            table.add_row(*[cell(row.get(c)) for c in columns])
         console.print(table)
     hours = sum(v or 0 for v in result.column("duration_s").to_pylist()) / 3600 if result.num_rows else 0.0
     console.print(f"{result.num_rows} clip(s), {hours:.3f} h")
@@ -164,16 +164,6 @@ def write_manifest(result, out: Path, fmt: str = "auto") -> None:
             for row in result.to_pylist():
                 fh.write(json.dumps(row, default=str) + "\n")
     os.replace(tmp, out)
-
-
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return str(value)
 
 
 def register(main_app: typer.Typer) -> None:

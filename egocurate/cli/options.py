@@ -102,10 +102,13 @@ def print_arrow(data, fmt: OutputFormat = OutputFormat.table, limit: int | None 
 
 
 def cell(value) -> str:
+    """One table cell: short floats, byte sizes instead of bytes, lists joined, long text cut."""
     if value is None:
         return ""
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
     if isinstance(value, bytes):
         return f"<{len(value)} bytes>"
     text = str(value)

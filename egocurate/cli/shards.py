@@ -7,27 +7,17 @@ from typing import Annotated
 import typer
 
 from egocurate.catalog.store import Catalog
-from egocurate.cli.options import (
-    CatalogOption,
-    ProgressOption,
-    QueryOption,
-    TaskOption,
-    ThresholdOption,
-    WorkersOption,
-    console,
-    first_reasons,
-    parse_thresholds,
-)
+from egocurate.cli import options
 
 app = typer.Typer(help="Training shards for streaming loaders.", no_args_is_help=True)
 
 
 @app.command("write")
 def shards_write(
-    catalog: CatalogOption,
+    catalog: options.CatalogOption,
     out: Annotated[str, typer.Option("--out", "-o", help="Shard folder URL (local, s3://, hf://).")],
-    query: QueryOption = None,
-    task: TaskOption = None,
+    query: options.QueryOption = None,
+    task: options.TaskOption = None,
     fps: Annotated[
         float | None, typer.Option(help="Clip frame rate (default: the latent-action model's).")
     ] = None,
@@ -38,9 +28,9 @@ def shards_write(
     val_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of videos in val.")] = 0.05,
     min_frames: Annotated[int, typer.Option(min=1)] = 13,
     seed: Annotated[int, typer.Option(help="Seed of the row order inside shards.")] = 0,
-    threshold: ThresholdOption = None,
-    workers: WorkersOption = None,
-    progress: ProgressOption = True,
+    threshold: options.ThresholdOption = None,
+    workers: options.WorkersOption = None,
+    progress: options.ProgressOption = True,
 ) -> None:
     """Write Parquet training shards of the selected clips, a manifest.json, and register them."""
     from egocurate.shards.write import MB, ShardParams, write_shards
@@ -61,14 +51,15 @@ def shards_write(
         query=query,
         task=task,
         params=params,
-        thresholds=parse_thresholds(threshold),
+        thresholds=options.parse_thresholds(threshold),
         workers=workers,
         progress=progress,
     )
     for split, info in report.manifest.splits.items():
-        console.print(
+        options.console.print(
             f"{split}: {info['rows']} clips from {info['videos']} videos in {info['shards']} shard(s)"
         )
     if report.skipped:
-        console.print(f"[yellow]left out {len(report.skipped)} clip(s)[/]: " + first_reasons(report.skipped))
-    console.print(f"manifest: [bold]{report.manifest_url}[/] ({report.seconds:.1f} s)")
+        left_out = options.first_reasons(report.skipped)
+        options.console.print(f"[yellow]left out {len(report.skipped)} clip(s)[/]: {left_out}")
+    options.console.print(f"manifest: [bold]{report.manifest_url}[/] ({report.seconds:.1f} s)")

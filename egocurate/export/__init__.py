@@ -2,10 +2,6 @@
 
 from egocurate import lazy_exports
 
-_EXPORTS = {
-    "export_dreamdojo": "egocurate.export.dreamdojo",
-    "export_lerobot": "egocurate.export.lerobot",
-    "ExportReport": "egocurate.export.common",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __all__ = lazy_exports(__name__, (
+    "dreamdojo: export_dreamdojo; lerobot: export_lerobot; common: ExportReport"
+))

@@ -2,10 +2,4 @@
 
 from egocurate import lazy_exports
 
-_EXPORTS = {
-    "QualityStage": "egocurate.filters.quality",
-    "EmbedStage": "egocurate.filters.embed",
-    "DedupStage": "egocurate.filters.dedup",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __all__ = lazy_exports(__name__, "quality: QualityStage; embed: EmbedStage; dedup: DedupStage")

@@ -2,13 +2,7 @@
 
 from egocurate import lazy_exports
 
-_EXPORTS = {
-    "ProbeStage": "egocurate.ingest.probe_stage",
-    "ShotStage": "egocurate.ingest.shots_stage",
-    "detect_shots": "egocurate.ingest.shots",
-    "detect_transitions": "egocurate.ingest.shots",
-    "probe": "egocurate.ingest.probe",
-    "discover": "egocurate.ingest.discover",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __all__ = lazy_exports(__name__, (
+    "probe_stage: ProbeStage; shots_stage: ShotStage; shots: detect_shots detect_transitions; probe: "
+    "probe; discover: discover"
+))

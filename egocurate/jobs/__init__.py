@@ -2,15 +2,7 @@
 
 from egocurate import lazy_exports
 
-_EXPORTS = {
-    "run_pipeline": "egocurate.jobs.pipeline",
-    "ingest": "egocurate.jobs.pipeline",
-    "PipelineConfig": "egocurate.jobs.config",
-    "load_config": "egocurate.jobs.config",
-    "run_stage": "egocurate.jobs.driver",
-    "Stage": "egocurate.jobs.stage",
-    "CorpusStage": "egocurate.jobs.stage",
-    "Resources": "egocurate.jobs.stage",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __all__ = lazy_exports(__name__, (
+    "pipeline: run_pipeline ingest; config: PipelineConfig load_config; driver: run_stage; stage: Stage "
+    "CorpusStage Resources"
+))

@@ -162,6 +162,32 @@ def check_inputs(stage: Stage, rows: pa.Table) -> None:
         )
 
 
+def _drive(
+    engine: Engine,
+    stage: Stage | FusedStage,
+    todo: pa.Table,
+    catalog: Catalog,
+    committers: list[_Committer],
+    commit_every: int,
+    progress: bool,
+) -> None:
+    """Map `stage` over `todo` on `engine`; commit all committers every `commit_every` input rows."""
+    bar = tqdm(total=todo.num_rows, desc=f"{stage.name} [{engine.name}]", unit="row", disable=not progress)
+    try:
+        for manifest in engine.map(stage, todo, catalog):
+            for committer in committers:
+                committer.add(manifest)
+            bookkeeping = manifest.filter(pc.equal(manifest.column("table"), ""))
+            bar.update(len(set(pc.list_flatten(bookkeeping.column("keys")).to_pylist())))
+            if max(c.pending_rows for c in committers) >= commit_every:
+                for committer in committers:
+                    committer.commit()
+        for committer in committers:
+            committer.commit()
+    finally:
+        bar.close()
+
+
 def run_stage(
     stage: Stage,
     rows: pa.Table,
@@ -181,19 +207,8 @@ def run_stage(
     summary.rows_in = todo.num_rows
     summary.rows_skipped = rows.num_rows - todo.num_rows
     if todo.num_rows:
-        committer = _Committer(stage, catalog, run_id, summary)
-        bar = tqdm(
-            total=todo.num_rows, desc=f"{stage.name} [{engine.name}]", unit="row", disable=not progress
-        )
-        try:
-            for manifest in engine.map(stage, todo, catalog):
-                committer.add(manifest)
-                bar.update(int(pc.sum(manifest.column("rows_in")).as_py() or 0))
-                if committer.pending_rows >= commit_every:
-                    committer.commit()
-            committer.commit()
-        finally:
-            bar.close()
+        committers = [_Committer(stage, catalog, run_id, summary)]
+        _drive(engine, stage, todo, catalog, committers, commit_every, progress)
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -232,22 +247,7 @@ def run_fused(
         any_todo = pc.or_(any_todo, flags[member.name])
     todo_rows = rows.filter(any_todo)
     if todo_rows.num_rows:
-        bar = tqdm(
-            total=todo_rows.num_rows, desc=f"{fused.name} [{engine.name}]", unit="row", disable=not progress
-        )
-        try:
-            for manifest in engine.map(fused, todo_rows, catalog):
-                for committer in committers:
-                    committer.add(manifest)
-                bookkeeping = manifest.filter(pc.equal(manifest.column("table"), ""))
-                bar.update(len(set(pc.list_flatten(bookkeeping.column("keys")).to_pylist())))
-                if max(c.pending_rows for c in committers) >= commit_every:
-                    for committer in committers:
-                        committer.commit()
-            for committer in committers:
-                committer.commit()
-        finally:
-            bar.close()
+        _drive(engine, fused, todo_rows, catalog, committers, commit_every, progress)
     for summary in summaries:
         summary.seconds = time.perf_counter() - start
     return summaries

@@ -2,9 +2,6 @@
 
 from egocurate import lazy_exports
 
-_EXPORTS = {
-    "LatentActionStage": "egocurate.latent_actions.lam_stage",
-    "TokenizerLatentStage": "egocurate.latent_actions.tokenizer_stage",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __all__ = lazy_exports(__name__, (
+    "lam_stage: LatentActionStage; tokenizer_stage: TokenizerLatentStage"
+))

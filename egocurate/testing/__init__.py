@@ -2,10 +2,6 @@
 
 from egocurate import lazy_exports
 
-_EXPORTS = {
-    "make_sample_set": "egocurate.testing.videos",
-    "make_video": "egocurate.testing.videos",
-    "build_sample_catalog": "egocurate.testing.catalog",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __all__ = lazy_exports(__name__, (
+    "videos: make_sample_set make_video; catalog: build_sample_catalog"
+))
