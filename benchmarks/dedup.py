@@ -83,7 +83,8 @@ def group_pairs(ids: list[str], labels: np.ndarray) -> set[tuple[str, str]]:
 
 
 def near_dup(args: argparse.Namespace) -> None:
-    from egocurate.filters.embed import TINY_MODEL, EmbedStage
+    from egocurate.filters.embed import TINY_MODEL
+    from egocurate.filters.embed_stage import EmbedStage
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     folder = Path(args.near_dup_dir or Path(tempfile.gettempdir()) / "egocurate-near-dups")

@@ -23,7 +23,8 @@ import cv2
 import decord
 
 from egocurate.filters.frames import scaled_size
-from egocurate.filters.quality import QualitySettings, QualityStage, analysis_windows
+from egocurate.filters.quality import QualitySettings, analysis_windows
+from egocurate.filters.quality_stage import QualityStage
 from egocurate.media.decode import read_frames
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,5 +3,5 @@
 from egocurate import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, (
-    "label_stage: LabelStage; captioner: CaptionStage; vocabulary: Vocabulary"
+    "label_stage: LabelStage; captioner_stage: CaptionStage; vocabulary: Vocabulary"
 ))

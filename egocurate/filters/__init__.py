@@ -2,4 +2,6 @@
 
 from egocurate import lazy_exports
 
-__getattr__, __all__ = lazy_exports(__name__, "quality: QualityStage; embed: EmbedStage; dedup: DedupStage")
+__getattr__, __all__ = lazy_exports(__name__, (
+    "quality_stage: QualityStage; embed_stage: EmbedStage; dedup_stage: DedupStage"
+))

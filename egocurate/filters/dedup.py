@@ -47,8 +47,6 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from egocurate.catalog import tables
-from egocurate.filters.vectors import decode_vectors
-from egocurate.stage_base import BaseStage, Resources
 
 PairSink = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 
@@ -193,7 +191,7 @@ class _Spill:
                 yield start, np.fromfile(fh, dtype=np.float16, count=count).reshape(-1, self.dim)
 
 
-def _normalise(vectors: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
+def normalise(vectors: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
     """Unit-length float32 rows, after subtracting `mean` (the corpus mean) when centring."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if mean is not None:
@@ -315,7 +313,7 @@ def _search_block(
 
 def _exact(spill: _Spill, settings: DedupSettings, graph: _Graph, mean: np.ndarray | None) -> None:
     """All pairs at or above the threshold with a flat inner-product index (small corpora)."""
-    vectors = _normalise(spill.read(0, spill.rows), mean)
+    vectors = normalise(spill.read(0, spill.rows), mean)
     if len(vectors) < 2:
         return
     index = _flat_index(vectors)
@@ -340,13 +338,13 @@ def _kmeans(points: np.ndarray, k: int, settings: DedupSettings, gpu: bool) -> n
 
     k = max(1, min(k, len(points)))
     if k == 1:
-        return _normalise(points.mean(axis=0, keepdims=True))
+        return normalise(points.mean(axis=0, keepdims=True))
     kmeans = faiss.Kmeans(
         points.shape[1], k, niter=settings.kmeans_iters, spherical=True, seed=settings.seed, gpu=gpu,
         verbose=False, max_points_per_centroid=max(256, len(points) // k + 1), min_points_per_centroid=1,
     )  # fmt: skip
     kmeans.train(np.ascontiguousarray(points, dtype=np.float32))
-    return _normalise(kmeans.centroids)
+    return normalise(kmeans.centroids)
 
 
 class _Quantizer:
@@ -423,7 +421,7 @@ def _train_quantizer(
     for start, chunk in spill.chunks(settings.chunk_rows):
         inside = picked[(picked >= start) & (picked < start + len(chunk))] - start
         if len(inside):
-            sample.append(_normalise(chunk[inside], mean))
+            sample.append(normalise(chunk[inside], mean))
     return _Quantizer.train(np.concatenate(sample), k, settings, gpu)
 
 
@@ -448,7 +446,7 @@ def _clustered(
     member_rows, member_cluster, member_primary, chunk_offsets = [], [], [], []
     bar = tqdm(total=spill.rows, desc="dedup assign", unit="row", disable=not progress)
     for start, chunk in spill.chunks(settings.chunk_rows):
-        vectors = _normalise(chunk, mean)
+        vectors = normalise(chunk, mean)
         sims, near = quantizer.top(vectors, fanout)
         take = (sims >= sims[:, :1] - margin) & (near >= 0)
         take[:, 0] = True
@@ -490,7 +488,7 @@ def _clustered(
                 parts.append(bucketed.read(a, b))
                 positions.append(np.arange(a, b))
         if parts:
-            vectors = _normalise(np.concatenate(parts), mean)
+            vectors = normalise(np.concatenate(parts), mean)
             pos = np.concatenate(positions)
             order = np.lexsort((~primary_all[pos], clusters_all[pos]))
             vectors, pos = vectors[order], pos[order]
@@ -680,78 +678,7 @@ def dedup_rows(
 
 
 # ---------------------------------------------------------------------------------------------- stage
-def _column(table: pa.Table, name: str) -> np.ndarray | None:
+def column_or_none(table: pa.Table, name: str) -> np.ndarray | None:
     if name not in table.column_names:
         return None
     return table.column(name).cast(pa.float64()).fill_null(0.0).to_numpy()
-
-
-class DedupStage(BaseStage):
-    """Near-duplicate groups (clip_dedup). Corpus-level: the pipeline runs it through
-    ``jobs.corpus.dedup``; ``process`` dedups one in-memory batch (clip_id + vector columns)."""
-
-    name = "dedup"
-    input_key = "clip_id"
-    output_table = tables.CLIP_DEDUP.name
-    reads = ('vector',)
-
-    def __init__(
-        self,
-        eps: float = 0.05,
-        exact_max: int = 10_000,
-        clusters: int | None = None,
-        sample_size: int = 16_384,
-        kmeans_iters: int = 10,
-        cluster_size: int = 256,
-        probe: int = 4,
-        margin: float | None = 0.05,
-        max_assign: int = 2,
-        chunk_rows: int = 32_768,
-        center: bool = False,
-        min_overlap: float = 0.5,
-        model_id: str | None = None,
-        use_gpu: bool | None = None,
-        seed: int = 0,
-        workdir: str | None = None,
-        batch_size: int = 100_000,
-    ):
-        if not 0.0 < eps < 1.0:
-            raise ValueError(f"eps must be in (0, 1), got {eps}")
-        if not 0.0 < min_overlap <= 1.0:
-            raise ValueError(f"min_overlap must be in (0, 1], got {min_overlap}")
-        self.settings = DedupSettings(
-            eps=eps, exact_max=exact_max, clusters=clusters, sample_size=sample_size,
-            kmeans_iters=kmeans_iters, cluster_size=cluster_size, probe=probe, margin=margin,
-            max_assign=max_assign, chunk_rows=chunk_rows, use_gpu=use_gpu, seed=seed, center=center,
-        )  # fmt: skip
-        self.min_overlap, self.model_id, self.workdir = min_overlap, model_id, workdir
-        self.resources = Resources(cpus=1, batch_size=batch_size)
-
-    def setup(self) -> None:
-        """Nothing to load."""
-
-    def process(self, batch: pa.Table) -> pa.Table:
-        """Dedup the rows of one batch among themselves (vector, optional duration/quality/range)."""
-        ids = batch.column("clip_id").combine_chunks().cast(pa.string())
-        vectors = _normalise(decode_vectors(batch.column("vector")))
-        extra = None
-        if {"video_id", "start_frame", "end_frame"} <= set(batch.column_names):
-
-            def extra(_: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-                return overlap_pairs(
-                    batch.column("video_id"),
-                    batch.column("start_frame").to_numpy(),
-                    batch.column("end_frame").to_numpy(),
-                    self.min_overlap,
-                )
-
-        groups = find_groups(
-            ArraySource(ids, vectors), self.settings, extra_pairs=extra, workdir=self.workdir, progress=False
-        )
-        quality = (
-            quality_score(batch, batch.num_rows)
-            if "blur" in batch.column_names
-            else _column(batch, "quality")
-        )
-        reps = choose_representatives(groups.labels, ids, _column(batch, "duration_s"), quality)
-        return dedup_rows(groups, reps, self.settings.eps)

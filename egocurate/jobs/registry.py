@@ -39,10 +39,14 @@ STAGES: dict[str, StageEntry] = {
             "probe, fingerprint, quarantine",
         ),
         StageEntry("shots", "egocurate.ingest.shots_stage:ShotStage", "videos", "shot boundaries -> clips"),
-        StageEntry("quality", "egocurate.filters.quality:QualityStage", "clips", "motion, blur, exposure"),
-        StageEntry("embed", "egocurate.filters.embed:EmbedStage", "clips", "CLIP embedding per clip"),
+        StageEntry(
+            "quality", "egocurate.filters.quality_stage:QualityStage", "clips", "motion, blur, exposure"
+        ),
+        StageEntry("embed", "egocurate.filters.embed_stage:EmbedStage", "clips", "CLIP embedding per clip"),
         StageEntry("dedup", "egocurate.jobs.corpus.dedup:DedupCorpusStage", "corpus", "near-dup groups"),
-        StageEntry("captions", "egocurate.annotate.captioner:CaptionStage", "clips", "VLM caption per clip"),
+        StageEntry(
+            "captions", "egocurate.annotate.captioner_stage:CaptionStage", "clips", "VLM caption per clip"
+        ),
         StageEntry(
             "labels",
             "egocurate.annotate.label_stage:LabelStage",

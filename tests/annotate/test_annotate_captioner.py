@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from egocurate.annotate.captioner import CaptionStage
+from egocurate.annotate.captioner_stage import CaptionStage
 from egocurate.annotate.embedders import minilm_path
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog

@@ -16,12 +16,13 @@ from egocurate.catalog.store import Catalog
 from egocurate.filters.dedup import (
     ArraySource,
     DedupSettings,
-    DedupStage,
     choose_representatives,
     find_groups,
     overlap_pairs,
 )
-from egocurate.filters.embed import TINY_MODEL, EmbedStage
+from egocurate.filters.dedup_stage import DedupStage
+from egocurate.filters.embed import TINY_MODEL
+from egocurate.filters.embed_stage import EmbedStage
 from egocurate.filters.vectors import decode_vectors, encode_vectors
 from egocurate.jobs.config import PipelineConfig
 from egocurate.jobs.corpus.dedup import run_dedup

@@ -12,7 +12,8 @@ import pytest
 
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog
-from egocurate.filters.embed import MODEL_CONFIGS, TINY_MODEL, EmbedStage, model_id_for, pool
+from egocurate.filters.embed import MODEL_CONFIGS, TINY_MODEL, model_id_for, pool
+from egocurate.filters.embed_stage import EmbedStage
 from egocurate.filters.vectors import decode_vectors, encode_vectors
 from egocurate.jobs.driver import run_stage
 from egocurate.jobs.registry import build_stage

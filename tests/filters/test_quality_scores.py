@@ -14,7 +14,8 @@ import pytest
 from egocurate.catalog import tables
 from egocurate.catalog.keep import DEFAULTS, THRESHOLDS, effective_thresholds, keep_predicate
 from egocurate.catalog.store import Catalog
-from egocurate.filters.quality import QualitySettings, QualityStage, analysis_windows, score_frames
+from egocurate.filters.quality import QualitySettings, analysis_windows, score_frames
+from egocurate.filters.quality_stage import QualityStage
 from egocurate.jobs.driver import run_stage
 from egocurate.jobs.registry import build_stage
 from egocurate.jobs.runners.local import LocalEngine

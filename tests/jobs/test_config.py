@@ -91,3 +91,32 @@ def test_cli_ingest_catalog_commands_and_run(tmp_path, sample_videos, bad_files)
 
     result = runner.invoke(app, ["ingest", str(sample_videos[0]), "--catalog", cat, "--engine", "dask"])
     assert result.exit_code != 0 and "dask" in result.output
+
+
+def test_a_stage_names_the_input_column_it_lacks_before_any_work(tmp_path):
+    import pyarrow as pa
+
+    from egocurate.catalog.store import Catalog
+    from egocurate.jobs.driver import run_stage
+    from egocurate.jobs.runners.local import LocalEngine
+
+    stage = build_stage("quality", {})
+    rows = pa.table({"clip_id": ["c1"], "start_frame": [0], "end_frame": [10]})  # no `uri`
+    cat = Catalog(tmp_path / "cat")
+    with pytest.raises(ValueError, match=r"stage 'quality' reads column\(s\) \['uri'\]"):
+        run_stage(stage, rows, cat, LocalEngine(), progress=False)
+    assert "clip_quality" not in cat.tables()  # failed before touching the catalog
+
+
+def test_pipeline_resources_override_the_stage_declaration(tmp_path):
+    from egocurate.jobs.stage import Resources
+
+    stage = build_stage("quality", {"batch_size": 8})
+    assert stage.resources == Resources(cpus=1.0, batch_size=8)
+    assert stage.resources.with_(batch_size=3, cpus=None).batch_size == 3
+    with pytest.raises(ValueError, match="unknown resource keys"):
+        stage.resources.with_(gpu=1)
+    config = load_config(
+        _write(tmp_path, {"catalog": "cat", "stages": [{"name": "quality", "resources": {"cpus": 2}}]})
+    )
+    assert config.stages[0].resources == {"cpus": 2}

@@ -23,7 +23,6 @@ import pyarrow.dataset as pads
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog
 from egocurate.filters.dedup import (
-    DedupStage,
     PairSink,
     choose_representatives,
     dedup_rows,
@@ -31,6 +30,7 @@ from egocurate.filters.dedup import (
     overlap_pairs,
     quality_score,
 )
+from egocurate.filters.dedup_stage import DedupStage
 from egocurate.filters.vectors import decode_vectors
 from egocurate.jobs.driver import StageSummary
 
