@@ -23,7 +23,7 @@ from egocurate.jobs.summary import StageSummary
 
 
 class Engine(Protocol):
-    """Runs a stage over rows and yields manifest tables (see ``jobs.stage.MANIFEST_SCHEMA``)."""
+    """Runs a stage over rows and yields manifest tables (see ``jobs.worker.MANIFEST_SCHEMA``)."""
 
     name: str
 

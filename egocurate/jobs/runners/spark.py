@@ -20,7 +20,7 @@ from egocurate.jobs.worker import MANIFEST_SCHEMA, run_on_worker
 
 MANIFEST_DDL = (
     "table string, path string, size long, num_rows long, keys array<string>, "
-    "rows_in long, video_seconds double, worker_seconds double"
+    "rows_in long, video_seconds double, worker_seconds double, stage string"
 )
 
 # Python workers are reused across tasks, but every task unpickles its own copy of the stage, so
