@@ -481,6 +481,16 @@ class Catalog:
         self.ensure(spec)
         if isinstance(data, pa.Table):
             data = tables.conform(data, spec)
+        else:  # a stream: cast batch by batch, memory stays bounded
+            source = data
+            data = pa.RecordBatchReader.from_batches(
+                spec.schema,
+                (
+                    out
+                    for batch in source
+                    for out in tables.conform(pa.Table.from_batches([batch]), spec).to_batches()
+                ),
+            )
         write_deltalake(
             self.uri(spec.name),
             data,
