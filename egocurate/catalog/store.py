@@ -35,10 +35,15 @@ class CatalogReadError(RuntimeError):
     def __init__(self, table: str, root: str, version: int | str | None, cause: BaseException | str):
         self.table, self.version = table, version
         where = f"latest version {version}" if version is not None else "unknown version"
+        cause = str(cause).strip().split("\n")[0].split("    0: ")[0].strip()  # no Rust backtrace
         super().__init__(
             f"table {table!r} in {root} cannot be read ({where}): {cause}; "
             f"run `egocurate catalog check` and `egocurate catalog repair`"
         )
+
+
+class CatalogPathError(ValueError):
+    """The catalog root is missing (for a read), a file, or cannot be created or written."""
 
 
 class CommitConflictError(RuntimeError):
@@ -83,7 +88,7 @@ def table_uri(root: str, name: str) -> str:
     return f"{_normalise_root(root)}/{name}"
 
 
-def _filesystem(uri: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:
+def filesystem(uri: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:
     fs, path = fsspec.core.url_to_fs(uri, **fsspec_options(storage_options))
     return fs, path
 
@@ -119,7 +124,7 @@ def write_part(
     """Write `table` as one Parquet part inside `spec`'s folder (invisible until committed)."""
     name = f"part-{tag}-{uuid.uuid4().hex[:8]}.parquet"
     uri = f"{table_uri(root, spec.name)}/{name}"
-    fs, path = _filesystem(uri, storage_options)
+    fs, path = filesystem(uri, storage_options)
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "wb") as fh:
         pq.write_table(table, fh, compression="zstd")
@@ -138,11 +143,31 @@ def _same_rows(a: pa.Table, b: pa.Table, key: str) -> bool:
 class Catalog:
     """Delta tables under one root, with atomic commits, time travel and SQL over a clip view."""
 
-    def __init__(self, root: str | os.PathLike[str], storage_options: dict[str, str] | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        storage_options: dict[str, str] | None = None,
+        create: bool = True,
+    ):
+        """Open the catalog at `root`; `create=False` (read-only commands) requires it to exist."""
         self.root = _normalise_root(root)
         self.storage_options = dict(storage_options or {})
-        if "://" not in self.root:
+        if "://" in self.root:
+            return
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise CatalogPathError(f"catalog path {self.root} is a file, not a folder; pass a folder")
+        if not create:
+            if not os.path.isdir(self.root):
+                raise CatalogPathError(f"no catalog at {self.root}; check --catalog, or ingest first")
+            return
+        try:
             os.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise CatalogPathError(
+                f"cannot create catalog folder {self.root}: {exc.strerror or exc}"
+            ) from None
+        if not os.access(self.root, os.W_OK):
+            raise CatalogPathError(f"catalog folder {self.root} is not writable; fix its permissions")
 
     # ------------------------------------------------------------------ tables
     def uri(self, name: str) -> str:
@@ -175,7 +200,7 @@ class Catalog:
         return dt
 
     def _log_files(self, name: str) -> list[str]:
-        fs, path = _filesystem(f"{self.uri(name)}/_delta_log", self.storage_options)
+        fs, path = filesystem(f"{self.uri(name)}/_delta_log", self.storage_options)
         fs.invalidate_cache(path)
         try:
             return [p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
@@ -217,7 +242,7 @@ class Catalog:
 
     def tables(self) -> list[str]:
         """Names of the Delta tables present under the root."""
-        fs, path = _filesystem(self.root, self.storage_options)
+        fs, path = filesystem(self.root, self.storage_options)
         fs.invalidate_cache()  # other processes add tables: never answer from a stale listing
         if not fs.exists(path):
             return []
@@ -366,7 +391,7 @@ class Catalog:
         unique = [tuple(u) for u in (unique or [(spec.key,)])]
         pieces = []
         for part in parts:
-            fs, path = _filesystem(f"{self.uri(spec.name)}/{part.path}", self.storage_options)
+            fs, path = filesystem(f"{self.uri(spec.name)}/{part.path}", self.storage_options)
             with fs.open(path, "rb") as fh:
                 pieces.append((part, tables.conform(pq.read_table(fh), spec)))
         incoming = pa.concat_tables([t for _, t in pieces])
@@ -506,7 +531,7 @@ class Catalog:
         """Read uncommitted parts back (used when a commit must merge instead of append)."""
         pieces = []
         for part in parts:
-            fs, path = _filesystem(f"{self.uri(part.table)}/{part.path}", self.storage_options)
+            fs, path = filesystem(f"{self.uri(part.table)}/{part.path}", self.storage_options)
             with fs.open(path, "rb") as fh:
                 pieces.append(pq.read_table(fh))
         return pa.concat_tables(pieces) if pieces else None

@@ -45,7 +45,7 @@ def export_dreamdojo_cmd(
 
     _run_export(
         export_dreamdojo,
-        Catalog(catalog),
+        Catalog(catalog, create=False),
         out,
         query=query,
         task=task,
@@ -79,7 +79,7 @@ def export_lerobot_cmd(
 
     _run_export(
         export_lerobot,
-        Catalog(catalog),
+        Catalog(catalog, create=False),
         out,
         query=query,
         task=task,
