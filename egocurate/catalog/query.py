@@ -90,11 +90,12 @@ def connect(
     """
     con = duckdb.connect()
     for name, spec in tables.SPECS.items():
-        dataset = None
-        try:
+        # An absent table reads as empty; a broken one raises CatalogReadError (never "empty").
+        latest = catalog.version(name)
+        if latest is None or (version is not None and version > latest):
+            dataset = None  # absent, or time travel past this table's newest version
+        else:
             dataset = catalog.dataset(name, version) if version is not None else catalog.dataset(name)
-        except Exception:
-            dataset = None
         con.register(name, _duckdb_source(dataset, spec.schema))
     for name in catalog.tables():
         if name not in tables.SPECS:  # tables written by newer stages or by users

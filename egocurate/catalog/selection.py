@@ -77,10 +77,7 @@ def catalog_version(catalog: Catalog, names: Iterable[str] = SOURCE_TABLES) -> d
 
 def rows_for(catalog: Catalog, table: str, clip_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Rows of `table` for `clip_ids` (whatever columns it has; none if it is absent), by clip id."""
-    try:
-        ds = catalog.dataset(table)
-    except Exception:  # noqa: BLE001 - an unreadable optional table reads as absent
-        ds = None
+    ds = catalog.dataset(table)  # absent reads as none; unreadable raises CatalogReadError
     if ds is None or not clip_ids or "clip_id" not in ds.schema.names:
         return {}
     data = ds.to_table(filter=pc.field("clip_id").isin(list(clip_ids)))

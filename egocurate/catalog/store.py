@@ -8,6 +8,7 @@ reader sees, never partial data.
 from __future__ import annotations
 
 import os
+import random
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -16,15 +17,53 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction, CommitProperties
 
 from egocurate.catalog import tables
 from egocurate.catalog.tables import TableSpec
 from egocurate.storage import fsspec_options
+
+
+class CatalogReadError(RuntimeError):
+    """A table exists but cannot be read (corrupt or missing log entry, unreadable file)."""
+
+    def __init__(self, table: str, root: str, version: int | str | None, cause: BaseException | str):
+        self.table, self.version = table, version
+        where = f"latest version {version}" if version is not None else "unknown version"
+        cause = str(cause).strip().split("\n")[0].split("    0: ")[0].strip()  # no Rust backtrace
+        super().__init__(
+            f"table {table!r} in {root} cannot be read ({where}): {cause}; "
+            f"run `egocurate catalog check` and `egocurate catalog repair`"
+        )
+
+
+class CatalogPathError(ValueError):
+    """The catalog root is missing (for a read), a file, or cannot be created or written."""
+
+
+class CommitConflictError(RuntimeError):
+    """A commit lost the optimistic-concurrency race more often than its retry budget allows."""
+
+
+# Optimistic concurrency: each commit is built against one table version and lands at exactly the
+# next one, or fails and is rebuilt on top of whatever the other writer committed (see README).
+COMMIT_ATTEMPTS = 200
+COMMIT_BACKOFF_S = (0.02, 1.0)
+
+
+def backoff(attempt: int) -> None:
+    """Sleep a jittered, exponentially growing time before commit attempt `attempt` + 1."""
+    low, high = COMMIT_BACKOFF_S
+    time.sleep(random.uniform(low, min(high, low * 2 ** min(attempt, 10))))
+
+
+def _sql_list(values: Iterable[str]) -> str:
+    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
 
 
 @dataclass(frozen=True)
@@ -49,7 +88,7 @@ def table_uri(root: str, name: str) -> str:
     return f"{_normalise_root(root)}/{name}"
 
 
-def _filesystem(uri: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:
+def filesystem(uri: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:
     fs, path = fsspec.core.url_to_fs(uri, **fsspec_options(storage_options))
     return fs, path
 
@@ -85,7 +124,7 @@ def write_part(
     """Write `table` as one Parquet part inside `spec`'s folder (invisible until committed)."""
     name = f"part-{tag}-{uuid.uuid4().hex[:8]}.parquet"
     uri = f"{table_uri(root, spec.name)}/{name}"
-    fs, path = _filesystem(uri, storage_options)
+    fs, path = filesystem(uri, storage_options)
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "wb") as fh:
         pq.write_table(table, fh, compression="zstd")
@@ -93,28 +132,88 @@ def write_part(
     return PartFile(table=spec.name, path=name, size=int(size), num_rows=table.num_rows)
 
 
+def _same_rows(a: pa.Table, b: pa.Table, key: str) -> bool:
+    """Whether two tables hold the same rows (order aside)."""
+    if a.num_rows != b.num_rows:
+        return False
+    order = [(key, "ascending")]
+    return a.sort_by(order).to_pylist() == b.sort_by(order).to_pylist()
+
+
 class Catalog:
     """Delta tables under one root, with atomic commits, time travel and SQL over a clip view."""
 
-    def __init__(self, root: str | os.PathLike[str], storage_options: dict[str, str] | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        storage_options: dict[str, str] | None = None,
+        create: bool = True,
+    ):
+        """Open the catalog at `root`; `create=False` (read-only commands) requires it to exist."""
         self.root = _normalise_root(root)
         self.storage_options = dict(storage_options or {})
-        if "://" not in self.root:
+        if "://" in self.root:
+            return
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise CatalogPathError(f"catalog path {self.root} is a file, not a folder; pass a folder")
+        if not create:
+            if not os.path.isdir(self.root):
+                raise CatalogPathError(f"no catalog at {self.root}; check --catalog, or ingest first")
+            return
+        try:
             os.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise CatalogPathError(
+                f"cannot create catalog folder {self.root}: {exc.strerror or exc}"
+            ) from None
+        if not os.access(self.root, os.W_OK):
+            raise CatalogPathError(f"catalog folder {self.root} is not writable; fix its permissions")
 
     # ------------------------------------------------------------------ tables
     def uri(self, name: str) -> str:
         return table_uri(self.root, name)
 
     def table(self, name: str, version: int | str | None = None) -> DeltaTable | None:
-        """The Delta table `name` (at `version`, an int or an ISO timestamp), or None if absent."""
-        try:
-            dt = DeltaTable(self.uri(name), storage_options=self.storage_options or None)
-        except TableNotFoundError:
-            return None
+        """The Delta table `name` (at `version`, an int or an ISO timestamp), or None if absent.
+
+        A table whose log cannot be read raises :class:`CatalogReadError`; it never reads as absent.
+        """
+        for attempt in range(3):
+            try:
+                dt = DeltaTable(self.uri(name), storage_options=self.storage_options or None)
+                break
+            except TableNotFoundError:
+                if not self._has_log(name):
+                    return None
+                if attempt < 2:  # another process may be creating it right now: look again
+                    time.sleep(0.2)
+                    continue
+                cause = "its Delta log is unreadable"
+                raise CatalogReadError(name, self.root, self.log_version(name), cause) from None
+            except Exception as exc:  # noqa: BLE001 - every other failure is a broken table, said loudly
+                raise CatalogReadError(name, self.root, self.log_version(name), exc) from exc
         if version is not None:
-            dt.load_as_version(version)
+            try:
+                dt.load_as_version(version)
+            except Exception as exc:  # noqa: BLE001
+                raise CatalogReadError(name, self.root, version, exc) from exc
         return dt
+
+    def _log_files(self, name: str) -> list[str]:
+        fs, path = filesystem(f"{self.uri(name)}/_delta_log", self.storage_options)
+        fs.invalidate_cache(path)
+        try:
+            return [p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
+        except FileNotFoundError:
+            return []
+
+    def _has_log(self, name: str) -> bool:
+        return any(f.endswith(".json") for f in self._log_files(name))
+
+    def log_version(self, name: str) -> int | None:
+        """The highest version number in the table's log folder (readable or not)."""
+        versions = [int(f[:-5]) for f in self._log_files(name) if f.endswith(".json") and f[:-5].isdigit()]
+        return max(versions) if versions else None
 
     def exists(self, name: str) -> bool:
         return self.table(name) is not None
@@ -143,7 +242,8 @@ class Catalog:
 
     def tables(self) -> list[str]:
         """Names of the Delta tables present under the root."""
-        fs, path = _filesystem(self.root, self.storage_options)
+        fs, path = filesystem(self.root, self.storage_options)
+        fs.invalidate_cache()  # other processes add tables: never answer from a stale listing
         if not fs.exists(path):
             return []
         names = []
@@ -219,56 +319,179 @@ class Catalog:
         )
         return int(self.version(spec.name))
 
-    def commit_parts(
-        self, spec: TableSpec, parts: Iterable[PartFile], operation: str = "stage"
+    def append_unique(
+        self, spec: TableSpec, data: pa.Table, unique: Sequence[Sequence[str]], operation: str = "append"
     ) -> int | None:
-        """Make worker-written Parquet parts visible in a single Delta transaction."""
+        """Append the rows of `data` whose `unique` keys the table does not hold yet (see commit_parts)."""
+        if data.num_rows == 0:
+            return None
+        part = write_part(self.root, spec, tables.conform(data, spec), "commit", self.storage_options)
+        return self.commit_parts(spec, [part], operation=operation, unique=unique)
+
+    def _present(self, dt: DeltaTable, incoming: pa.Table, columns: Sequence[str]) -> set[tuple]:
+        """Key tuples (`columns`) of `incoming` that the loaded version of `dt` already holds."""
+        first = incoming.column(columns[0])
+        if pa.types.is_list(first.type):
+            first = pc.list_flatten(first)
+        values = pc.unique(first.drop_null())
+        if len(values) == 0:
+            return set()
+        ds = dt.to_pyarrow_dataset()
+        have = ds.to_table(columns=list(columns), filter=pc.field(columns[0]).isin(values))
+        out: set[tuple] = set()
+        for row in have.to_pylist():
+            vals = [row[c] for c in columns]
+            if isinstance(vals[0], list):  # a list column: each element counts as a present key
+                out.update((v, *vals[1:]) for v in vals[0])
+            else:
+                out.add(tuple(vals))
+        return out
+
+    @staticmethod
+    def _keep_mask(data: pa.Table, unique: Sequence[Sequence[str]], present: list[set[tuple]]) -> list[bool]:
+        keep = [True] * data.num_rows
+        seen: list[set[tuple]] = [set() for _ in unique]
+        columns = [[data.column(c).to_pylist() for c in cols] for cols in unique]
+        for i in range(data.num_rows):
+            for j, cols in enumerate(columns):
+                first = cols[0][i]
+                keys = (
+                    [(v, *(c[i] for c in cols[1:])) for v in first]
+                    if isinstance(first, list)
+                    else [tuple(c[i] for c in cols)]
+                )
+                # Only the first key (the table's own) must also be unique within the incoming rows:
+                # the others are input keys, and one input (a video) may yield many rows (clips).
+                if any(k in present[j] or (j == 0 and k in seen[j]) for k in keys):
+                    keep[i] = False
+            if keep[i]:
+                for j, cols in enumerate(columns):
+                    first = cols[0][i]
+                    if not isinstance(first, list):
+                        seen[j].add(tuple(c[i] for c in cols))
+        return keep
+
+    def commit_parts(
+        self,
+        spec: TableSpec,
+        parts: Iterable[PartFile],
+        operation: str = "stage",
+        unique: Sequence[Sequence[str]] | None = None,
+    ) -> int | None:
+        """Make worker-written Parquet parts visible in a single Delta transaction, idempotent by key.
+
+        Concurrency-safe without any lock: each attempt loads the latest version V, drops rows whose
+        `unique` keys (default: the table's key) V already holds, or whose first key repeats within
+        the parts, and commits at exactly V+1 (``max_commit_retries=0``: compare-and-swap on the log entry). If
+        another writer took V+1 first, the attempt is rebuilt on the new version after a jittered
+        backoff. So a key committed by two racing writers lands once, whatever the timing.
+        Returns the new version, or None when every row was already there.
+        """
         parts = [p for p in parts if p.table == spec.name]
         if not parts:
             return None
-        dt = self.ensure(spec)
-        actions = []
-        now_ms = int(time.time() * 1000)
+        unique = [tuple(u) for u in (unique or [(spec.key,)])]
+        pieces = []
         for part in parts:
-            fs, path = _filesystem(f"{self.uri(spec.name)}/{part.path}", self.storage_options)
+            fs, path = filesystem(f"{self.uri(spec.name)}/{part.path}", self.storage_options)
             with fs.open(path, "rb") as fh:
-                stats = _column_stats(pq.read_table(fh))
-            actions.append(
-                AddAction(
-                    path=part.path,
-                    size=part.size,
-                    partition_values={},
-                    modification_time=now_ms,
-                    data_change=True,
-                    stats=stats,
+                pieces.append((part, tables.conform(pq.read_table(fh), spec)))
+        incoming = pa.concat_tables([t for _, t in pieces])
+        self.ensure(spec)
+        written: list[str] = []
+        for attempt in range(COMMIT_ATTEMPTS):
+            dt = self.table(spec.name)
+            assert dt is not None
+            present = [self._present(dt, incoming, cols) for cols in unique]
+            actions = []
+            now_ms = int(time.time() * 1000)
+            offset = 0
+            mask_all = self._keep_mask(incoming, unique, present)
+            for part, data in pieces:
+                mask = mask_all[offset : offset + data.num_rows]
+                offset += data.num_rows
+                if not any(mask):
+                    continue
+                if not all(mask):
+                    data = data.filter(pa.array(mask))
+                    part = write_part(self.root, spec, data, "dedup", self.storage_options)
+                    written.append(part.path)
+                actions.append(
+                    AddAction(
+                        path=part.path,
+                        size=part.size,
+                        partition_values={},
+                        modification_time=now_ms,
+                        data_change=True,
+                        stats=_column_stats(data),
+                    )
                 )
-            )
-        dt.create_write_transaction(
-            actions,
-            mode="append",
-            schema=spec.schema,
-            partition_by=list(spec.partition_by) or None,
-            commit_properties=CommitProperties(custom_metadata={"egocurate.operation": operation}),
+            if not actions:
+                return None
+            base = int(dt.version())
+            try:
+                dt.create_write_transaction(
+                    actions,
+                    mode="append",
+                    schema=spec.schema,
+                    partition_by=list(spec.partition_by) or None,
+                    commit_properties=CommitProperties(
+                        custom_metadata={"egocurate.operation": operation}, max_commit_retries=0
+                    ),
+                )
+            except CommitFailedError:
+                backoff(attempt)
+                continue
+            return base + 1
+        raise CommitConflictError(
+            f"table {spec.name!r}: commit lost the race {COMMIT_ATTEMPTS} times; too many writers at once?"
         )
-        return int(self.version(spec.name))
 
-    def upsert(self, spec: TableSpec, data: pa.Table, operation: str = "upsert") -> int:
-        """Insert new keys and replace rows whose key exists, in one transaction (Delta MERGE)."""
-        dt = self.ensure(spec)
-        data = tables.conform(data, spec)
-        (
-            dt.merge(
-                source=data,
-                predicate=f"t.{spec.key} = s.{spec.key}",
-                source_alias="s",
-                target_alias="t",
-                commit_properties=CommitProperties(custom_metadata={"egocurate.operation": operation}),
+    def upsert(
+        self,
+        spec: TableSpec,
+        data: pa.Table,
+        operation: str = "upsert",
+        fold: Any | None = None,
+    ) -> int | None:
+        """Insert new keys and replace rows whose key exists, in one compare-and-swap transaction.
+
+        Written as a Delta overwrite with a key predicate (not a MERGE, whose writer turns `string`
+        into `string_view`). `fold(existing, incoming)` combines rows of the same key; it is re-run
+        on every attempt against the version the commit lands on top of. A fold that changes
+        nothing commits nothing. Returns the new version, or None when nothing changed.
+        """
+        self.ensure(spec)
+        incoming = tables.conform(data, spec)
+        keys = pc.unique(incoming.column(spec.key))
+        for attempt in range(COMMIT_ATTEMPTS):
+            dt = self.table(spec.name)
+            assert dt is not None
+            existing = tables.conform(
+                dt.to_pyarrow_dataset().to_table(filter=pc.field(spec.key).isin(keys)), spec
             )
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
+            rows = tables.conform(fold(existing, incoming), spec) if fold is not None else incoming
+            if _same_rows(existing, rows, spec.key):
+                return None
+            predicate = f"{spec.key} IN ({_sql_list(keys.to_pylist())})"
+            try:
+                write_deltalake(
+                    dt,
+                    rows,
+                    mode="overwrite",
+                    predicate=predicate,
+                    storage_options=self.storage_options or None,
+                    commit_properties=CommitProperties(
+                        custom_metadata={"egocurate.operation": operation}, max_commit_retries=0
+                    ),
+                )
+            except CommitFailedError:
+                backoff(attempt)
+                continue
+            return int(self.version(spec.name))
+        raise CommitConflictError(
+            f"table {spec.name!r}: commit lost the race {COMMIT_ATTEMPTS} times; too many writers at once?"
         )
-        return int(self.version(spec.name))
 
     def replace(
         self,
@@ -285,6 +508,16 @@ class Catalog:
         self.ensure(spec)
         if isinstance(data, pa.Table):
             data = tables.conform(data, spec)
+        else:  # a stream: cast batch by batch, memory stays bounded
+            source = data
+            data = pa.RecordBatchReader.from_batches(
+                spec.schema,
+                (
+                    out
+                    for batch in source
+                    for out in tables.conform(pa.Table.from_batches([batch]), spec).to_batches()
+                ),
+            )
         write_deltalake(
             self.uri(spec.name),
             data,
@@ -300,7 +533,7 @@ class Catalog:
         """Read uncommitted parts back (used when a commit must merge instead of append)."""
         pieces = []
         for part in parts:
-            fs, path = _filesystem(f"{self.uri(part.table)}/{part.path}", self.storage_options)
+            fs, path = filesystem(f"{self.uri(part.table)}/{part.path}", self.storage_options)
             with fs.open(path, "rb") as fh:
                 pieces.append(pq.read_table(fh))
         return pa.concat_tables(pieces) if pieces else None

@@ -157,12 +157,28 @@ def spec_for(name: str) -> TableSpec:
         raise KeyError(f"unknown catalog table {name!r}; known tables: {sorted(SPECS)}") from None
 
 
+class SchemaCastError(TypeError):
+    """A write whose column cannot be cast to the table's declared type."""
+
+
 def conform(table: pa.Table, spec: TableSpec) -> pa.Table:
-    """Select and cast `table` to `spec`'s schema; missing nullable columns become nulls."""
+    """Select and cast `table` to `spec`'s schema; missing nullable columns become nulls.
+
+    Every write goes through here, so a table keeps one physical schema (``string``, never
+    ``string_view``; fixed column order). A column that cannot be cast raises SchemaCastError
+    naming the table, the column and both types.
+    """
     columns = []
     for fld in spec.schema:
         if fld.name in table.column_names:
-            columns.append(table.column(fld.name).cast(fld.type))
+            column = table.column(fld.name)
+            try:
+                columns.append(column if column.type == fld.type else column.cast(fld.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                raise SchemaCastError(
+                    f"table {spec.name!r}: column {fld.name!r} has type {column.type}, which cannot be "
+                    f"cast to the declared {fld.type} ({exc})"
+                ) from None
         else:
             columns.append(pa.nulls(table.num_rows, type=fld.type))
     return pa.Table.from_arrays(columns, schema=spec.schema)

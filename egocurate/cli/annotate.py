@@ -29,7 +29,7 @@ class Engine(StrEnum):
 
 
 def _open(catalog: str) -> Catalog:
-    cat = Catalog(catalog)
+    cat = Catalog(catalog, create=False)
     if "clips" not in cat.tables():
         fail(f"no clips table in {cat.root}; run the pipeline first")
     return cat

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from egocurate.catalog.store import Catalog
@@ -16,7 +18,7 @@ app = typer.Typer(help="Inspect and query the Delta catalog.", no_args_is_help=T
 @app.command("tables")
 def catalog_tables(catalog: CatalogOption) -> None:
     """List tables with row counts and Delta versions."""
-    cat = Catalog(catalog)
+    cat = Catalog(catalog, create=False)
     table = Table()
     for column in ("table", "rows", "version"):
         table.add_column(column)
@@ -34,7 +36,7 @@ def catalog_show(
     fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
 ) -> None:
     """Show rows of a table (at a version, with --version)."""
-    cat = Catalog(catalog)
+    cat = Catalog(catalog, create=False)
     if table not in cat.tables():
         fail(f"no table {table!r} in {cat.root}; tables: {', '.join(cat.tables()) or '(none)'}")
     data = cat.read(table, version=version)
@@ -55,7 +57,7 @@ def catalog_sql(
     from egocurate.catalog.query import sql
 
     try:
-        result = sql(Catalog(catalog), query)
+        result = sql(Catalog(catalog, create=False), query)
     except duckdb.Error as exc:
         fail(f"SQL error: {exc}")
     print_arrow(result, fmt, limit)
@@ -64,7 +66,7 @@ def catalog_sql(
 @app.command("history")
 def catalog_history(table: Annotated[str, typer.Argument()], catalog: CatalogOption) -> None:
     """Delta history of a table: version, time, operation, metrics."""
-    cat = Catalog(catalog)
+    cat = Catalog(catalog, create=False)
     rows = cat.history(table)
     if not rows:
         fail(f"no table {table!r} in {cat.root}")
@@ -87,8 +89,57 @@ def catalog_vacuum(
     dry_run: Annotated[bool, typer.Option(help="Only list what would be deleted.")] = True,
 ) -> None:
     """Delete unreferenced files of a table (orphan parts of killed runs included)."""
-    files = Catalog(catalog).vacuum(table, retention_hours=retention_hours, dry_run=dry_run)
+    files = Catalog(catalog, create=False).vacuum(table, retention_hours=retention_hours, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     console.print(f"{verb} {len(files)} file(s)")
     for path in files:
         console.print(f"  {path}")
+
+
+def _stage_outputs(cat: Catalog) -> dict:
+    """Output tables of the stages the ledger names (so `check` can match ledger rows to output)."""
+    from egocurate.catalog.store import CatalogReadError
+    from egocurate.jobs.registry import stage_outputs
+
+    try:
+        stages = cat.distinct("_ledger", "stage")
+    except CatalogReadError:
+        stages = set()
+    return stage_outputs(sorted(stages))
+
+
+@app.command("check")
+def catalog_check(catalog: CatalogOption) -> None:
+    """Verify every table: readable log, declared schema, no duplicate keys, ledger matches output.
+
+    Exits 0 when the catalog is clean, 1 when it found faults (fix them with `catalog repair`).
+    """
+    from egocurate.catalog.health import check
+
+    cat = Catalog(catalog, create=False)
+    findings = check(cat, _stage_outputs(cat))
+    for f in findings:
+        console.print(f"{f.table}: {f.kind}: {escape(f.detail)}", highlight=False)
+    if findings:
+        console.print(f"{len(findings)} fault(s); run `egocurate catalog repair -c {escape(cat.root)}`")
+        raise typer.Exit(1)
+    console.print(f"catalog {escape(cat.root)} is clean ({len(cat.tables())} tables)")
+
+
+@app.command("repair")
+def catalog_repair(catalog: CatalogOption) -> None:
+    """Fix what `check` finds: restore unreadable tables to their last readable version, keep one row
+    per key (the oldest commit's), cast drifted files to the declared schema, drop ledger rows whose
+    output is missing. Every change is a Delta commit recorded in the table's history."""
+    from egocurate.catalog.health import check, repair
+
+    cat = Catalog(catalog, create=False)
+    outputs = _stage_outputs(cat)
+    changes = repair(cat, outputs)
+    for change in changes:
+        console.print(escape(json.dumps(change)), highlight=False)
+    left = check(cat, _stage_outputs(cat))
+    if left:
+        remaining = "; ".join(f"{f.table}: {f.detail}" for f in left)
+        fail(f"{len(left)} fault(s) remain after repair: {remaining}")
+    console.print(f"repaired {len(changes)} table change(s); catalog is clean")

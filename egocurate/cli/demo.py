@@ -57,7 +57,6 @@ def demo(
     console.print(f'try: egocurate catalog sql --catalog {cat.root} "SELECT uri, error_kind FROM quarantine"')
 
 
-
 def demo_exports(catalog: Catalog, out, progress: bool = False) -> dict[str, str]:
     """Shards, the DreamDojo MP4 tree and the LeRobot dataset of a demo catalog, under `out`.
 

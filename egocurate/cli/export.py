@@ -24,6 +24,15 @@ from egocurate.cli.options import (
 app = typer.Typer(help="Exports the DreamDojo trainer reads as they are.", no_args_is_help=True)
 
 
+ReplaceOption = Annotated[
+    bool,
+    typer.Option(
+        help="Accept a re-export that drops more than half of the previous export's clips "
+        "(without it such an export is refused and the previous one kept)."
+    ),
+]
+
+
 @app.command("dreamdojo")
 def export_dreamdojo_cmd(
     catalog: CatalogOption,
@@ -39,13 +48,14 @@ def export_dreamdojo_cmd(
     threshold: ThresholdOption = None,
     workers: WorkersOption = None,
     progress: ProgressOption = True,
+    replace: ReplaceOption = False,
 ) -> None:
     """Write an MP4 tree DreamDojo's human-video loader accepts as it is (plus clips.parquet)."""
     from egocurate.export.dreamdojo import export_dreamdojo
 
     _run_export(
         export_dreamdojo,
-        Catalog(catalog),
+        Catalog(catalog, create=False),
         out,
         query=query,
         task=task,
@@ -56,6 +66,7 @@ def export_dreamdojo_cmd(
         thresholds=parse_thresholds(threshold),
         workers=workers,
         progress=progress,
+        replace=replace,
     )
 
 
@@ -73,13 +84,14 @@ def export_lerobot_cmd(
     threshold: ThresholdOption = None,
     workers: WorkersOption = None,
     progress: ProgressOption = True,
+    replace: ReplaceOption = False,
 ) -> None:
     """Write a LeRobot v2.1 dataset: one episode per clip, latent actions as `action`."""
     from egocurate.export.lerobot import export_lerobot
 
     _run_export(
         export_lerobot,
-        Catalog(catalog),
+        Catalog(catalog, create=False),
         out,
         query=query,
         task=task,
@@ -91,6 +103,7 @@ def export_lerobot_cmd(
         thresholds=parse_thresholds(threshold),
         workers=workers,
         progress=progress,
+        replace=replace,
     )
 
 
@@ -101,6 +114,8 @@ def _run_export(export, *args, **kwargs) -> None:
     except (ValueError, FileExistsError) as exc:
         fail(str(exc))
     _print_report(report)
+    if report.written == 0 and report.skipped:  # no silent no-op: nothing selected could be written
+        fail(f"none of the {len(report.skipped)} selected clip(s) could be written")
 
 
 def _print_report(report) -> None:

@@ -60,7 +60,7 @@ def train_command(
     cfg = load_train_config(
         config, {"checkpoint_dir": checkpoint_dir, "max_steps": max_steps, "max_seconds": max_seconds}
     )
-    rows = clips(Catalog(catalog))
+    rows = clips(Catalog(catalog, create=False))
     if where:
         import duckdb
 

@@ -1,10 +1,20 @@
-"""The `egocurate` command line: one Typer app, a sub-app or module per command group."""
+"""The `egocurate` command line: one Typer app, a sub-app or module per command group.
+
+User errors (a missing or unreadable catalog, a bad config, a checkpoint that does not load, a
+permission problem) print one ``error: ...`` line and exit 2 (:func:`user_error` maps them, in one
+place); ``--debug`` shows the traceback instead. Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
 
 import typer
 
 from egocurate.cli import annotate, catalog, demo, export, lam, run, shards, shots
+from egocurate.cli.options import fail
 
 app = typer.Typer(help="Curate egocentric video into world-model training data.", no_args_is_help=True)
 run.register(app)  # ingest, run
@@ -16,9 +26,57 @@ app.add_typer(export.app, name="export")
 app.add_typer(lam.app, name="lam")
 app.add_typer(shots.app, name="shots")
 
+DEBUG_ENV = "EGOCURATE_DEBUG"
+# Error types that are the user's to fix, by class name (some live in modules that import torch;
+# matching names keeps `egocurate --help` fast).
+USER_ERRORS = {
+    "CatalogReadError",
+    "CatalogPathError",
+    "SchemaCastError",
+    "CommitConflictError",
+    "ConfigError",
+    "CheckpointError",
+    "ExportRefused",
+    "ShardTargetError",
+}
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
+) -> None:
+    """Curate egocentric video into world-model training data."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The one-line message of a user error, or None for an unexpected exception (a bug)."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & USER_ERRORS:
+        return " ".join(str(exc).split("\n"))
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename or exc}; fix the permissions or choose another path"
+    if isinstance(exc, IsADirectoryError | NotADirectoryError | FileNotFoundError):
+        return f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+    if "DeltaError" in names or "DeltaProtocolError" in names:
+        return f"Delta table error: {' '.join(str(exc).split())}"
+    return None
+
 
 def main() -> None:  # pragma: no cover - console entry point
-    app()
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped to one line, or re-raised with its traceback
+        message = user_error(exc)
+        if message is None or os.environ.get(DEBUG_ENV):
+            raise
+        try:
+            fail(message)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from enum import StrEnum
 from typing import Annotated, NoReturn
@@ -52,8 +53,9 @@ def first_reasons(skipped: dict[str, str], limit: int = 3) -> str:
 
 
 def fail(message: str) -> NoReturn:
-    """Print ``error: message`` (never parsed as markup) and exit 2: the shape of every user error."""
-    console.print(f"[bold red]error:[/] {escape(str(message))}")
+    """Print ``error: message`` on one line (never parsed as markup) and exit 2: every user error."""
+    line = re.sub(r"\s*\n\s*", " ", str(message).strip())
+    console.print(f"[bold red]error:[/] {escape(line)}", highlight=False)
     raise typer.Exit(2)
 
 

@@ -31,6 +31,7 @@ def ingest(
     commit_every: Annotated[int, typer.Option(min=1, help="Input rows per Delta commit.")] = 256,
     batch_size: Annotated[int, typer.Option(min=1, help="Files per worker batch.")] = 8,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    allow_empty: Annotated[bool, typer.Option(help="Succeed even if the sources match no file.")] = False,
 ) -> None:
     """Discover, probe and fingerprint videos into the `videos` table; bad files go to `quarantine`."""
     try:
@@ -44,6 +45,7 @@ def ingest(
                 "spark": {"master": spark_master},
                 "ray": {"address": ray_address},
                 "progress": progress,
+                "allow_empty": allow_empty,
             }
         )
         run_pipeline(config, console)
@@ -56,6 +58,7 @@ def run(
     pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML: catalog, engine, sources, stages.")],
     catalog: Annotated[str | None, typer.Option("--catalog", "-c", help="Override the catalog root.")] = None,
     engine: Annotated[EngineChoice | None, typer.Option(help="Override the default engine.")] = None,
+    allow_empty: Annotated[bool, typer.Option(help="Succeed even if the sources match no file.")] = False,
 ) -> None:
     """Run a pipeline file end to end; every stage resumes from what the catalog holds."""
     overrides = {}
@@ -63,6 +66,8 @@ def run(
         overrides["catalog"] = catalog
     if engine:
         overrides["engine"] = engine.value
+    if allow_empty:
+        overrides["allow_empty"] = True
     try:
         config = load_config(pipeline, overrides)
         run_pipeline(config, console)

@@ -46,7 +46,7 @@ def shards_write(
         seed=seed,
     )
     report = write_shards(
-        Catalog(catalog),
+        Catalog(catalog, create=False),
         out,
         query=query,
         task=task,

@@ -22,7 +22,6 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -32,7 +31,7 @@ from tqdm.auto import tqdm
 from egocurate.catalog.rows import first_present, source_span
 from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, select_clips
 from egocurate.catalog.store import Catalog
-from egocurate.export.common import ExportReport, prepare_out, write_atomic
+from egocurate.export.common import ExportReport, Staging, write_atomic
 from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, resample_indices
 
 DROPPED_WORDS = ("left", "right", "resize", "pad")
@@ -101,18 +100,43 @@ def export_dreamdojo(
     thresholds: Mapping[str, float] | None = None,
     workers: int | None = None,
     progress: bool = True,
+    replace: bool = False,
 ) -> ExportReport:
     """Write the selected clips as ``<out>/<task>/<clip_id>.mp4`` for DreamDojo's human-video loader.
 
     `fps` None keeps each clip's rate; `width`/`height` None keep the source size (the trainer
-    centre-crops to 4:3 and resizes to 480x640 itself; 640x480 here saves it the work).
+    centre-crops to 4:3 and resizes to 480x640 itself; 640x480 here saves it the work). The tree is
+    staged next to `out` and swapped in whole (``export.common.Staging``); `replace` accepts
+    dropping most of an earlier export.
     """
+    staging = Staging(check_dreamdojo_root(out), MARKER)
+    try:
+        return _export(staging, catalog, query, task, fps, min_frames, width, height, crf, thresholds,
+                       workers, progress, replace)  # fmt: skip
+    finally:
+        staging.abandon()  # a no-op once published
+
+
+def _export(
+    staging: Staging,
+    catalog: Catalog,
+    query: str | None,
+    task: str | None,
+    fps: float | None,
+    min_frames: int,
+    width: int | None,
+    height: int | None,
+    crf: int,
+    thresholds: Mapping[str, float] | None,
+    workers: int | None,
+    progress: bool,
+    replace: bool,
+) -> ExportReport:
     started = time.perf_counter()
-    root = Path(check_dreamdojo_root(out))
-    prepare_out(str(root), MARKER)
+    root = staging.path
     view = select_clips(catalog, query, task, thresholds)
     rows = view.to_pylist()
-    report = ExportReport(out=str(root))
+    report = ExportReport(out=str(staging.out))
     index_rows = []
 
     def build(row: dict) -> tuple[bytes, list[int], float]:
@@ -152,7 +176,6 @@ def export_dreamdojo(
                 "caption": first_present(row.get("caption"), row.get("text"), row.get("task_text")),
             }
         )
-    _remove_stale(root, {r["path"] for r in index_rows})
     pq.write_table(
         pa.Table.from_pylist(index_rows) if index_rows else pa.table({"path": pa.array([], pa.string())}),
         root / "clips.parquet",
@@ -172,12 +195,12 @@ def export_dreamdojo(
         "renamed": report.renamed,
     }
     (root / MARKER).write_text(json.dumps(meta, indent=2))
+    staging.publish(
+        previous=staging.previous_ids("clips.parquet"),
+        written={r["clip_id"] for r in index_rows},
+        selected={r["clip_id"] for r in rows},
+        files=[r["path"] for r in index_rows] + ["clips.parquet"],
+        replace=replace,
+    )
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _remove_stale(root: Path, keep: set[str]) -> None:
-    """Delete MP4s an earlier export left that this one no longer selects (the trainer globs all)."""
-    for path in root.rglob("*.mp4"):
-        if path.relative_to(root).as_posix() not in keep:
-            path.unlink()

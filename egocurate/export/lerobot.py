@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -36,7 +35,7 @@ from tqdm.auto import tqdm
 from egocurate.catalog.rows import align_latent_actions, first_present, source_span
 from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, latents_for, select_clips, split_of
 from egocurate.catalog.store import Catalog
-from egocurate.export.common import ExportReport, prepare_out, write_atomic
+from egocurate.export.common import ExportReport, Staging, write_atomic
 from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, resample_indices
 
 CODEBASE_VERSION = "v2.1"
@@ -54,6 +53,7 @@ SCALARS = {
     TASK_COLUMN: "int64",
 }
 MARKER = "meta/egocurate_export.json"
+SIDECAR = "meta/egocurate_episodes.parquet"  # episode -> clip_id (also how a re-export compares)
 
 
 def features(fps: float, width: int, height: int, action_dim: int = LATENT_DIM) -> dict[str, Any]:
@@ -194,22 +194,48 @@ def export_lerobot(
     thresholds: Mapping[str, float] | None = None,
     workers: int | None = None,
     progress: bool = True,
+    replace: bool = False,
 ) -> ExportReport:
     """Write the selected clips as a LeRobot v2.1 dataset with latent actions as ``action``.
 
     Episodes are ordered train first, then validation (split by a hash of ``video_id``), and
-    ``info.json``'s ``splits`` gives both ranges.
+    ``info.json``'s ``splits`` gives both ranges. The dataset is staged next to `out` and swapped
+    in whole (``export.common.Staging``); `replace` accepts dropping most of an earlier export.
     """
+    staging = Staging(out, MARKER)
+    try:
+        return _export(staging, catalog, query, task, fps, width, height, min_frames, val_fraction,
+                       robot_type, chunks_size, crf, thresholds, workers, progress, replace)  # fmt: skip
+    finally:
+        staging.abandon()  # a no-op once published
+
+
+def _export(
+    staging: Staging,
+    catalog: Catalog,
+    query: str | None,
+    task: str | None,
+    fps: float,
+    width: int,
+    height: int,
+    min_frames: int,
+    val_fraction: float,
+    robot_type: str,
+    chunks_size: int,
+    crf: int,
+    thresholds: Mapping[str, float] | None,
+    workers: int | None,
+    progress: bool,
+    replace: bool,
+) -> ExportReport:
     started = time.perf_counter()
-    root = prepare_out(out, MARKER)
-    for stale in ("data", "videos", "meta"):  # an earlier export of ours: replace it whole
-        shutil.rmtree(root / stale, ignore_errors=True)
+    root = staging.path
     view = select_clips(catalog, query, task, thresholds).to_pylist()
     latents = latents_for(catalog, [r["clip_id"] for r in view])
     view.sort(
         key=lambda r: (split_of(r.get("video_id") or r["clip_id"], val_fraction) != "train", r["clip_id"])
     )
-    report = ExportReport(out=str(root))
+    report = ExportReport(out=str(staging.out))
 
     def build(row: dict) -> dict[str, Any]:
         return render_episode(row, latents.get(row["clip_id"]), fps, width, height, min_frames, crf)
@@ -312,7 +338,7 @@ def export_lerobot(
     (meta / "modality.json").write_text(json.dumps(modality(), indent=2))
     pq.write_table(
         pa.Table.from_pylist(sidecar) if sidecar else pa.table({"episode_index": pa.array([], pa.int64())}),
-        meta / "egocurate_episodes.parquet",
+        root / SIDECAR,
     )
     marker = {
         "created": datetime.now(UTC).isoformat(),
@@ -323,6 +349,13 @@ def export_lerobot(
         "skipped": report.skipped,
     }
     (root / MARKER).write_text(json.dumps(marker, indent=2))
+    staging.publish(
+        previous=staging.previous_ids(SIDECAR),
+        written={r["clip_id"] for r in sidecar},
+        selected={r["clip_id"] for r in view},
+        files=["meta/info.json", SIDECAR],
+        replace=replace,
+    )
     report.seconds = time.perf_counter() - started
     return report
 

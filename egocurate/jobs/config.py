@@ -61,15 +61,20 @@ class PipelineConfig(BaseModel):
     storage_options: dict[str, str] = Field(default_factory=dict)
     ray: RayConfig = Field(default_factory=RayConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
-    thresholds: dict[str, float] = Field(
-        default_factory=dict, description="read-time filters for the clip view"
-    )
+    # No top-level `thresholds`: they are read-time filters of the commands and stages that read the
+    # clip view (`--threshold`, or the stats/report stage's `params: {thresholds: ...}`), never
+    # applied while the catalog is written, so a top-level key would silently do nothing.
     progress: bool = True
     shared_decode: bool = Field(
         True,
-        description="run consecutive per-clip stages that read frames (quality, embed, latent_actions, "
-        "tokenizer_latents) as one pass that decodes each clip once",
+        description="run consecutive per-clip stages that read frames (quality, embed, latent_actions) "
+        "as one pass that decodes each clip once",
     )
+    allow_empty: bool = Field(False, description="accept sources that match no file (else an error)")
+
+
+class EmptySourceError(ValueError):
+    """Sources that match no file: almost always a typo, so it is an error unless allowed."""
 
 
 class ConfigError(ValueError):
@@ -80,7 +85,12 @@ def describe(exc: pydantic.ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
-        lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
+        line = f"  {loc}: {err['msg']} (got {err.get('input')!r})"
+        if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+            line += f"; allowed keys: {', '.join(PipelineConfig.model_fields)}"
+            if loc == "thresholds":
+                line += "; thresholds are read-time filters: give them to the stats/report stage params"
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -46,6 +46,12 @@ def done_keys(stage: Stage, catalog: Catalog) -> tuple[set[str], set[str]]:
     return ledgered, unledgered - ledgered
 
 
+# Ledger and quarantine rows are unique per (stage, key): a key two racing runs both finished is
+# recorded once (Catalog.commit_parts drops what the table already holds, compare-and-swap).
+LEDGER_KEY = [("key", "stage")]
+QUARANTINE_KEY = [("key", "stage")]
+
+
 def _ledger_rows(
     stage: Stage, keys: list[str], run_id: str, rows_out: dict[str, int] | None = None
 ) -> pa.Table:
@@ -76,8 +82,11 @@ def pending_rows(stage: Stage, catalog: Catalog, rows: pa.Table, run_id: str = "
     keys = rows.column(stage.input_key).cast(pa.string())
     repair = sorted(set(keys.to_pylist()) & unledgered)
     if repair:
-        catalog.append(
-            tables.LEDGER, _ledger_rows(stage, repair, run_id), operation=f"ledger-repair:{stage.name}"
+        catalog.append_unique(
+            tables.LEDGER,
+            _ledger_rows(stage, repair, run_id),
+            unique=LEDGER_KEY,
+            operation=f"ledger-repair:{stage.name}",
         )
     mask = pc.invert(pc.is_in(keys, value_set=pa.array(sorted(done), pa.string())))
     return rows.filter(mask)
@@ -105,22 +114,21 @@ class _Committer:
         self.pending_rows += int(pc.sum(manifest.column("rows_in")).as_py() or 0)
 
     def _commit_output(self, parts: list[PartFile]) -> None:
+        # Idempotent by key: rows whose output key, or whose input key (done columns), the table
+        # already holds are dropped at commit time, so a racing writer's copy is never doubled.
+        unique = [(self.spec.key,), *((c,) for c in self.stage.done_columns() if c != self.spec.key)]
         if not self.stage.merges_duplicates:
-            version = self.catalog.commit_parts(self.spec, parts, operation=self.stage.name)
+            version = self.catalog.commit_parts(self.spec, parts, operation=self.stage.name, unique=unique)
         else:
             # Stages whose output key is not their input key (many uris -> one video) may collide
-            # with rows already committed; those commits go through a MERGE instead of an append.
+            # with rows already committed; those fold into the existing row (a keyed overwrite,
+            # re-folded on top of whatever version the commit lands on).
             incoming = self.catalog.read_parts(parts)
             if incoming is None:
                 return
-            keys = incoming.column(self.spec.key)
-            existing = self.catalog.read(self.spec.name, filter=pc.field(self.spec.key).isin(keys))
-            collides = existing.num_rows > 0 or len(pc.unique(keys)) < incoming.num_rows
-            if collides:
-                folded = self.stage.merge_duplicates(existing, incoming)
-                version = self.catalog.upsert(self.spec, folded, operation=self.stage.name)
-            else:
-                version = self.catalog.commit_parts(self.spec, parts, operation=self.stage.name)
+            version = self.catalog.upsert(
+                self.spec, incoming, operation=self.stage.name, fold=self.stage.merge_duplicates
+            )
         if version is not None:
             self.summary.versions[self.spec.name] = version
 
@@ -135,7 +143,7 @@ class _Committer:
         self._commit_output(output_parts)
         if quarantine_parts:
             version = self.catalog.commit_parts(
-                tables.QUARANTINE, quarantine_parts, operation=self.stage.name
+                tables.QUARANTINE, quarantine_parts, operation=self.stage.name, unique=QUARANTINE_KEY
             )
             self.summary.versions[tables.QUARANTINE.name] = int(version or 0)
         bookkeeping = manifest.filter(pc.equal(manifest.column("table"), ""))
@@ -145,7 +153,9 @@ class _Committer:
             for key in part_row["keys"]:
                 out_counts[key] = out_counts.get(key, 0) + 1
         ledger = _ledger_rows(self.stage, keys, self.run_id, out_counts)
-        self.catalog.append(tables.LEDGER, ledger, operation=f"ledger:{self.stage.name}")
+        self.catalog.append_unique(
+            tables.LEDGER, ledger, unique=LEDGER_KEY, operation=f"ledger:{self.stage.name}"
+        )
         self.summary.rows_out += sum(p.num_rows for p in output_parts)
         self.summary.quarantined += sum(p.num_rows for p in quarantine_parts)
         self.summary.video_seconds += float(pc.sum(bookkeeping.column("video_seconds")).as_py() or 0.0)

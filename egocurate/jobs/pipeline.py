@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from egocurate.catalog.store import Catalog
-from egocurate.jobs.config import EngineName, PipelineConfig
+from egocurate.jobs.config import EmptySourceError, EngineName, PipelineConfig
 from egocurate.jobs.driver import Engine, StageSummary, run_fused, run_stage
 from egocurate.jobs.fused import FusedStage
 from egocurate.jobs.inputs import build_inputs
@@ -92,6 +92,11 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
             if engine_name not in engines:
                 engines[engine_name] = make_engine(engine_name, config)
             rows = build_inputs(entry.inputs, catalog, config.sources, config.storage_options or None)
+            if entry.inputs == "discovered" and rows.num_rows == 0 and not config.allow_empty:
+                raise EmptySourceError(
+                    f"no video found in {', '.join(config.sources) or '(no sources)'}; "
+                    "check the paths or globs, or pass --allow-empty (allow_empty: true)"
+                )
             options = {"commit_every": config.commit_every, "progress": config.progress}
             if len(group) > 1:
                 fused = FusedStage([item[2] for item in group])

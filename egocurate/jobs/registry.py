@@ -119,3 +119,20 @@ def describe_errors(exc: pydantic.ValidationError) -> str:
         f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
         for err in exc.errors()
     )
+
+
+def stage_outputs(names: Any) -> dict[str, Any]:
+    """``{stage: StageOutput}`` for the per-row stages among `names` (what ``catalog check`` needs
+    to tell whether a ledgered key's output exists). Unknown names and corpus stages are skipped."""
+    from egocurate.catalog.health import StageOutput
+
+    out = {}
+    for name in names:
+        if name not in STAGES:
+            continue
+        cls = STAGES[name].load()
+        if getattr(cls, "corpus", False) or not hasattr(cls, "input_key"):
+            continue
+        columns = getattr(cls, "done_key_columns", None) or (cls.input_key,)
+        out[name] = StageOutput(table=cls.output_table, columns=tuple(columns))
+    return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -38,7 +39,15 @@ from egocurate.catalog.selection import (
 )
 from egocurate.catalog.store import Catalog
 from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, resample_indices
-from egocurate.shards.manifest import Manifest, ShardInfo, filesystem, join, write_manifest
+from egocurate.shards.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ShardInfo,
+    filesystem,
+    join,
+    read_manifest,
+    write_manifest,
+)
 
 MB = 1 << 20
 SHARD_SCHEMA = pa.schema(
@@ -395,6 +404,7 @@ def write_shards(
     """
     started = time.perf_counter()
     params = params or ShardParams()
+    previous = previous_shards(out, storage_options)  # refuses a foreign non-empty folder, first
     run_id = uuid.uuid4().hex[:8]
     versions = catalog_version(catalog)
     view = select_clips(catalog, query, task, thresholds)
@@ -456,9 +466,59 @@ def write_shards(
         splits=splits,
     )
     murl = write_manifest(manifest, out, storage_options)
+    remove_orphans(out, previous - {s.path for s in shards}, storage_options)
     if register and shards:
         register_shards(catalog, manifest, murl)
     return WriteReport(murl, manifest, skipped, time.perf_counter() - started)
+
+
+# Files a shard writer of ours creates: shards (possibly still .partial) and the manifest's temp name.
+OWN_FILE = re.compile(
+    r"^(?:[a-z]+/shard-\d{5}-[0-9a-f]{8}\.parquet(?:\.partial)?|\.manifest\.json\.[0-9a-f]{8}\.tmp)$"
+)
+
+
+class ShardTargetError(ValueError):
+    """The output folder holds files that are not a shard set of ours."""
+
+
+def previous_shards(out: str, storage_options: dict | None = None) -> set[str]:
+    """Shard paths the manifest in `out` lists (empty for an absent or empty folder).
+
+    A non-empty folder without a shard manifest is not ours: writing into it would mix shards with
+    someone else's files (a glob-based loader would read both), so it is refused.
+    """
+    fs, base = filesystem(out, storage_options)
+    fs.invalidate_cache()
+    if not fs.exists(base):
+        return set()
+    if not fs.isdir(base):
+        raise ShardTargetError(f"{out} is a file; choose a folder for the shards")
+    entries = fs.ls(base, detail=False)
+    if not entries:
+        return set()
+    if not fs.exists(f"{base.rstrip('/')}/{MANIFEST_NAME}"):
+        root = base.rstrip("/") + "/"
+        leftovers = [f.removeprefix(root) for f in fs.find(base)]
+        if leftovers and all(OWN_FILE.match(f) for f in leftovers):
+            return set()  # only what a killed writer of ours left: no manifest was published yet
+        raise ShardTargetError(
+            f"{out} is not empty ({len(entries)} entries) and holds no shard manifest; choose an empty folder"
+        )
+    manifest, _ = read_manifest(out, storage_options)
+    return {s.path for s in manifest.shards if "://" not in s.path and not s.path.startswith("/")}
+
+
+def remove_orphans(out: str, paths: Iterable[str], storage_options: dict | None = None) -> list[str]:
+    """Delete shard files an earlier manifest of ours listed that the new one does not (only those)."""
+    fs, base = filesystem(out, storage_options)
+    removed = []
+    for rel in sorted(paths):
+        path = f"{base.rstrip('/')}/{rel}"
+        if fs.exists(path):
+            fs.rm(path)
+            removed.append(rel)
+    return removed
 
 
 def register_shards(catalog: Catalog, manifest: Manifest, manifest_uri: str) -> int:

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from egocurate.export.common import ExportRefused
 from egocurate.export.dreamdojo import check_dreamdojo_root, export_dreamdojo, loader_safe_name
 from egocurate.testing.catalog import build_sample_catalog
 
@@ -79,7 +80,14 @@ def test_export_survives_the_trainer_filters_and_renames_tricky_tasks(catalog, t
 def test_task_query_and_rerun_removes_clips_no_longer_selected(catalog, tmp_path):
     out = tmp_path / "export"
     export_dreamdojo(catalog, str(out), width=160, height=120, progress=False)
-    report = export_dreamdojo(catalog, str(out), task="pour*", width=160, height=120, progress=False)
+    before = sorted(p.relative_to(out) for p in out.rglob("*.mp4"))
+    # Dropping 6 of 8 clips is more than REMOVE_LIMIT: refused, the previous export untouched.
+    with pytest.raises(ExportRefused, match=r"remove 6 of its 8 clip\(s\).*6 no longer selected"):
+        export_dreamdojo(catalog, str(out), task="pour*", width=160, height=120, progress=False)
+    assert sorted(p.relative_to(out) for p in out.rglob("*.mp4")) == before
+    report = export_dreamdojo(
+        catalog, str(out), task="pour*", width=160, height=120, progress=False, replace=True
+    )
     kept = dreamdojo_walk(str(out))
     assert report.written == len(kept) == 2 and {p.parent.name for p in kept} == {"pour_water_into_the_cup"}
 
