@@ -111,3 +111,22 @@ def test_vacuum_removes_orphan_parts_of_a_killed_run_and_keeps_data(tmp_path):
     assert [d.rsplit("/", 1)[-1] for d in deleted] == [orphan.path]
     assert not orphan_path.exists()
     assert catalog.read("quarantine").column("uri").to_pylist() == ["kept"]
+
+
+def test_keyed_commit_keeps_every_row_one_input_yields_and_drops_what_another_writer_committed(tmp_path):
+    """Idempotent by key: unique on the clip id and on the input (video) id, yet one video's many clips
+    committed together all land; the same video's clips committed again (a racing writer) do not."""
+    cat = Catalog(tmp_path / "cat")
+    spec = tables.CLIPS
+    cat.ensure(spec)
+    rows = tables.conform(
+        pa.table({"clip_id": ["c1", "c2", "c3"], "video_id": ["v1", "v1", "v1"], "start_frame": [0, 10, 20]}),
+        spec,
+    )
+    unique = [("clip_id",), ("video_id",)]
+    first = write_part(cat.root, spec, rows, "a")
+    assert cat.commit_parts(spec, [first], unique=unique) is not None
+    assert sorted(cat.read("clips").column("clip_id").to_pylist()) == ["c1", "c2", "c3"]
+    again = write_part(cat.root, spec, rows, "b")  # the same work, finished by a second writer
+    assert cat.commit_parts(spec, [again], unique=unique) is None
+    assert cat.count("clips") == 3
