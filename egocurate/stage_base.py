@@ -90,6 +90,10 @@ class BaseStage:
         """The frames `row` needs (a ``media.decode.FramePlan``), or None: this stage decodes no frames."""
         return None
 
+    def no_output_note(self) -> str:
+        """What an input that yields no row means, for the run summary ("... produced no clip")."""
+        return f"input(s) produced no {self.output_table} row"
+
     def done_columns(self) -> tuple[str, ...]:
         """Output columns whose values are finished input keys."""
         return self.done_key_columns or (self.input_key,)

@@ -382,8 +382,8 @@ class Catalog:
 
         Concurrency-safe without any lock: each attempt loads the latest version V, drops rows whose
         `unique` keys (default: the table's key) V already holds, or whose first key repeats within
-        the parts, and commits at exactly V+1 (``max_commit_retries=0``: compare-and-swap on the log entry). If
-        another writer took V+1 first, the attempt is rebuilt on the new version after a jittered
+        the parts, and commits at exactly V+1 (``max_commit_retries=0``: compare-and-swap on the log
+        entry). If another writer took V+1 first, the attempt is rebuilt on the new version after a jittered
         backoff. So a key committed by two racing writers lands once, whatever the timing.
         Returns the new version, or None when every row was already there.
         """

@@ -91,6 +91,9 @@ class ShotStage(BaseStage):
         self.version = config_version(self.split_config)
         self.split_config_json = json.dumps({"version": self.version, **self.split_config}, sort_keys=True)
 
+    def no_output_note(self) -> str:
+        return f"video(s) shorter than {self.policy.min_s:g} s (after trimming) produced no clip"
+
     def setup(self) -> None:
         """Load TransNetV2 once per worker when it is the detector (the others need nothing)."""
         if self.detector == "transnet":

@@ -108,6 +108,11 @@ class _Committer:
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
 
+    @staticmethod
+    def _part_keys(manifest: pa.Table, part: PartFile) -> list[str]:
+        rows = manifest.filter(pc.equal(manifest.column("path"), part.path))
+        return pc.list_flatten(rows.column("keys")).to_pylist()
+
     def add(self, manifest: pa.Table) -> None:
         manifest = manifest.filter(pc.equal(manifest.column("stage"), self.stage.name))  # fused groups
         self.pending.append(manifest)
@@ -153,6 +158,8 @@ class _Committer:
             for key in part_row["keys"]:
                 out_counts[key] = out_counts.get(key, 0) + 1
         ledger = _ledger_rows(self.stage, keys, self.run_id, out_counts)
+        quarantined_keys = {k for p in quarantine_parts for k in self._part_keys(manifest, p)}
+        self.summary.no_output += len(set(keys) - set(out_counts) - quarantined_keys)
         self.catalog.append_unique(
             tables.LEDGER, ledger, unique=LEDGER_KEY, operation=f"ledger:{self.stage.name}"
         )
@@ -210,7 +217,7 @@ def run_stage(
     """Run `stage` over the `rows` it has not done yet, committing every `commit_every` input rows."""
     check_inputs(stage, rows)
     catalog.ensure(tables.spec_for(stage.output_table))
-    summary = StageSummary(stage=stage.name, engine=engine.name)
+    summary = StageSummary(stage=stage.name, engine=engine.name, no_output_note=stage.no_output_note())
     start = time.perf_counter()
     run_id = run_id or uuid.uuid4().hex[:12]
     todo = pending_rows(stage, catalog, rows, run_id)
@@ -245,7 +252,9 @@ def run_fused(
         check_inputs(member, rows)
         catalog.ensure(tables.spec_for(member.output_table))
         todo = pending_rows(member, catalog, rows, run_id)
-        summary = StageSummary(stage=member.name, engine=f"{engine.name} (fused)")
+        summary = StageSummary(
+            stage=member.name, engine=f"{engine.name} (fused)", no_output_note=member.no_output_note()
+        )
         summary.rows_in, summary.rows_skipped = todo.num_rows, rows.num_rows - todo.num_rows
         flags[member.name] = pc.is_in(rows.column(key), value_set=todo.column(key).combine_chunks())
         summaries.append(summary)

@@ -122,6 +122,9 @@ def print_summary(summaries: Sequence[StageSummary], console: Console) -> None:
             f"{s.seconds:.2f}", f"{s.rows_per_s:.2f}", f"{s.video_hours_per_hour:.1f}",
         )  # fmt: skip
     console.print(table)
+    for s in summaries:
+        if s.no_output:  # work that yields nothing is said, not silently dropped
+            console.print(f"{s.stage}: {s.no_output} {s.no_output_note}")
 
 
 def ingest(

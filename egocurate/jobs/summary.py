@@ -19,6 +19,8 @@ class StageSummary:
     video_seconds: float = 0.0
     commits: int = 0
     versions: dict[str, int] = field(default_factory=dict)
+    no_output: int = 0  # inputs done without any output row or quarantine row (e.g. too-short videos)
+    no_output_note: str = ""  # what such an input means, in the stage's words
 
     @property
     def rows_per_s(self) -> float:
@@ -37,6 +39,7 @@ class StageSummary:
             "rows_skipped": self.rows_skipped,
             "rows_out": self.rows_out,
             "quarantined": self.quarantined,
+            "no_output": self.no_output,
             "seconds": round(self.seconds, 3),
             "rows_per_s": round(self.rows_per_s, 3),
             "video_hours_per_hour": round(self.video_hours_per_hour, 3),
