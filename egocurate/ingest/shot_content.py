@@ -30,6 +30,7 @@ Then, with thresholds adapted to the footage around each candidate:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -603,6 +604,18 @@ def _coarse_pass(path: str, p: ContentParams, threads: int) -> tuple[VideoScanne
     return whole, feats
 
 
+def with_confidence(t: Transition, p: ContentParams) -> Transition:
+    """`t` with a 0-1 confidence: a cut's change against ``verify_below``, a dissolve's score against
+    ``strong_score`` (weak ones fall under the clip policy's ``weak_below`` of 0.6); fades are sure."""
+    if t.kind == "cut":
+        conf = t.score / p.verify_below
+    elif t.kind == "dissolve":
+        conf = t.score / p.strong_score
+    else:
+        conf = 1.0
+    return dataclasses.replace(t, confidence=round(float(min(1.0, max(0.0, conf))), 4))
+
+
 def detect_content(path: str, params: ContentParams | None = None) -> tuple[list[Transition], VideoTiming]:
     """Transitions in the video at `path` and its timing (see the module docstring)."""
     p = params or ContentParams()
@@ -612,5 +625,6 @@ def detect_content(path: str, params: ContentParams | None = None) -> tuple[list
     transitions = _detect(feats, scanner.fps, p)
     feats, transitions, extra = _refine_cuts(scanner, feats, transitions, p.max_gap)
     transitions, checked = _verify_cuts(scanner, feats, transitions, p)
+    transitions = [with_confidence(t, p) for t in transitions]
     timing = VideoTiming(scanner.num_frames, scanner.fps, scanner.timestamps(), coarse + extra + checked)
     return transitions, timing

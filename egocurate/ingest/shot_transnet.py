@@ -142,9 +142,9 @@ def to_transitions(probs: np.ndarray, threshold: float = 0.5, cut_max_frames: in
         peak = float(probs[i : j + 1].max())
         if j - i + 1 <= cut_max_frames:
             cut = min(i + int(np.argmax(probs[i : j + 1])) + 1, n - 1)
-            out.append(Transition(cut, cut, "cut", peak))
+            out.append(Transition(cut, cut, "cut", peak, confidence=peak))
         else:
-            out.append(Transition(i, j + 1, "gradual", peak))
+            out.append(Transition(i, j + 1, "gradual", peak, confidence=peak))
         i = j + 1
     return out
 
