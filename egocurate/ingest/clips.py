@@ -6,7 +6,8 @@ other shot in. A *weak* boundary (``Transition.confidence`` below ``weak_below``
 its transition frames are split between the shots either side, and a clip shorter than ``min_s``
 next to it is merged across it instead of being dropped (egocentric footage is mostly long takes,
 where a doubtful boundary is more often a head turn than an edit). Other shots shorter than
-``min_s`` give no clip; shots longer than ``max_s`` are cut into even windows (DreamDojo's pretraining clips are about 20 s; its loader takes 13 consecutive frames).
+``min_s`` give no clip; shots longer than ``max_s`` are cut into even windows (DreamDojo's
+pretraining clips are about 20 s; its loader takes 13 consecutive frames).
 Optional 4:3 centre crop, resize and target frame rate describe the frames a consumer gets.
 
 Materialization, chosen per run:
