@@ -147,7 +147,7 @@ def detect_transitions(
             raise TypeError(f"fixed detector: unknown parameters {sorted(params)}")
         window = max(1, round(window_s * (timing.fps or 30.0)))
         return transitions_from_shots(fixed_windows(timing.num_frames, window)), timing
-    raise ValueError(f"unknown detector {detector!r}; allowed: content, transnet, cascade, fixed")
+    raise ValueError(f"unknown detector {detector!r}; allowed: content, transnet, fixed, cascade")
 
 
 def detect_shots(path: str, detector: DetectorName = "content", **params: Any) -> list[Shot]:
