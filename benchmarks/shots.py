@@ -1,7 +1,23 @@
 """Shot-boundary accuracy and speed: our detectors side by side with PySceneDetect, in one run.
 
-Usage:
-    .venv/bin/python benchmarks/shots.py [--videos 8] [--seconds 45] [--seed 4] [--jump-cuts 0.5]
+Two tables, each line printed one JSON object:
+
+1. ``"table": "real"`` (the headline): ``benchmarks/shot_real_data.py``'s real-footage benchmark,
+   its tuning part and its reporting part (split by source recording; nothing was tuned on the
+   reporting part). Splices of real recordings with hard cuts, jump cuts and ffmpeg ``xfade``
+   dissolves, fades through black/white and wipes of 0.3-2 s, plus continuous real takes (no
+   transition at all). Per part and detector: F1 over every transition and file, cut and gradual
+   recall, false boundaries (all files), false boundaries per minute of continuous take, seconds of
+   a continuous take lost to the clip policy's trimming (``ClipPolicy()`` defaults) per minute,
+   wall seconds and the time ratio to PySceneDetect Adaptive and to TransNetV2.
+
+       .venv/bin/python benchmarks/shots.py --table real [--real-detectors content,cascade,...]
+
+2. ``"table": "generator"``: the older synthetic-transition benchmark below.
+
+Usage (generator table):
+    .venv/bin/python benchmarks/shots.py --table generator [--videos 8] [--seconds 45] [--seed 4]
+        [--jump-cuts 0.5]
         [--repeats 1]
         [--detectors content,content_1thread,content_all,fixed,transnet,adaptive,pyscenedetect_content,decord]
         [--transnet-device auto|cpu|cuda] [--transnet-videos N] [--dump preds.json]
@@ -54,7 +70,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from shot_bench_data import make_benchmark  # noqa: E402
 
-from egocurate.ingest.shots import Transition, detect_transitions  # noqa: E402
+from egocurate.ingest.clips import ClipPolicy, plan_clips  # noqa: E402
+from egocurate.ingest.shots import Transition, VideoTiming, detect_transitions, shots_from_transitions  # noqa: E402
 
 CUT_TOLERANCE = 2
 GRADUAL_KINDS = ("dissolve", "fade", "gradual")
@@ -132,7 +149,7 @@ def _as_dicts(transitions: list[Transition]) -> list[dict]:
 def ours(detector: str, **params) -> Callable[[Path], list[dict]]:
     def run(path: Path) -> list[dict]:
         transitions, _ = detect_transitions(str(path), detector=detector, **params)
-        return _as_dicts(transitions)
+        return _as_dicts_conf(transitions)
 
     return run
 
@@ -172,6 +189,7 @@ def decord_floor(path: Path) -> list[dict]:
 
 DETECTORS = (
     "content",
+    "cascade",
     "content_1thread",
     "content_all",
     "fixed",
@@ -189,6 +207,7 @@ def build(names: list[str], transnet_device: str) -> dict[str, Callable[[Path], 
         "content_all": ours("content", decode="all"),
         "fixed": ours("fixed"),
         "transnet": ours("transnet", device=transnet_device),
+        "cascade": ours("cascade", device=transnet_device),
         "adaptive": pyscenedetect("adaptive"),
         "pyscenedetect_content": pyscenedetect("content"),
         "decord": decord_floor,
@@ -238,8 +257,89 @@ def _rows(records: dict[str, dict[str, dict]]) -> list[dict]:
     return rows
 
 
+REAL_DETECTORS = ("content", "adaptive", "pyscenedetect_content", "transnet", "cascade")
+
+
+def lost_seconds(preds: list[dict], num_frames: int, fps: float) -> float:
+    """Seconds of a continuous take that no clip keeps under the default clip policy."""
+    transitions = [
+        Transition(p["start"], p["end"], p["kind"], confidence=p.get("confidence", 1.0)) for p in preds
+    ]
+    timing = VideoTiming(num_frames, fps, np.arange(num_frames) / fps)
+    clips = plan_clips(shots_from_transitions(transitions, num_frames), timing, ClipPolicy())
+    return (num_frames - sum(c.num_frames for c in clips)) / fps
+
+
+def _as_dicts_conf(transitions: list[Transition]) -> list[dict]:
+    return [{"kind": t.kind, "start": t.start_frame, "end": t.end_frame, "confidence": t.confidence}
+            for t in transitions]  # fmt: skip
+
+
+def real_rows(records: dict[str, dict[str, dict]], part: str) -> list[dict]:
+    rows = []
+    wall_of = {name: sum(r["wall_s"] for r in per.values()) for name, per in records.items()}
+    for name, per_file in records.items():
+        c = {
+            k: sum(r["counts"][g][k] for r in per_file.values() for g in ("cut", "gradual"))
+            for k in ("tp", "fn", "fp")
+        }
+        cut = {k: sum(r["counts"]["cut"][k] for r in per_file.values()) for k in ("tp", "fn")}
+        grad = {k: sum(r["counts"]["gradual"][k] for r in per_file.values()) for k in ("tp", "fn")}
+        takes = [r for r in per_file.values() if r["type"] == "take"]
+        take_min = sum(r["frames"] / r["fps"] for r in takes) / 60.0
+        row = {
+            "table": "real", "part": part, "detector": name, "files": len(per_file),
+            "f1": prf(c)["f1"], "precision": prf(c)["precision"], "recall": prf(c)["recall"],
+            "cut_recall": round(cut["tp"] / max(1, cut["tp"] + cut["fn"]), 4),
+            "gradual_recall": round(grad["tp"] / max(1, grad["tp"] + grad["fn"]), 4),
+            "transitions": c["tp"] + c["fn"], "false_boundaries": c["fp"],
+            "takes_minutes": round(take_min, 2),
+            "takes_false_per_min": round(sum(r["n_pred"] for r in takes) / take_min, 3) if take_min else None,
+            "takes_lost_s_per_min": (
+                round(sum(r["lost_s"] for r in takes) / take_min, 3) if take_min else None
+            ),
+            "wall_s": round(wall_of[name], 2),
+        }  # fmt: skip
+        for ref in ("adaptive", "transnet"):
+            if ref in wall_of and wall_of[ref] > 0:
+                row[f"time_vs_{ref}"] = round(wall_of[name] / wall_of[ref], 3)
+        rows.append(row)
+    return rows
+
+
+def real_main(args: argparse.Namespace) -> None:
+    from shot_real_data import make_real_benchmark
+
+    names = [d.strip() for d in args.real_detectors.split(",") if d.strip()]
+    detectors = build(names, args.transnet_device)
+    dump: dict[str, dict] = {}
+    for part in args.parts.split(","):
+        files = make_real_benchmark(args.real_data, part, args.splices)
+        records: dict[str, dict[str, dict]] = {name: {} for name in detectors}
+        for path in files:
+            truth = json.loads(Path(f"{path}.truth.json").read_text())
+            for name, fn in detectors.items():  # interleaved per file: load changes hit all alike
+                preds, wall, cpu = timed(fn, path, args.repeats)
+                records[name][path.name] = {
+                    "wall_s": wall, "cpu_s": cpu, "frames": truth["num_frames"], "fps": truth["fps"],
+                    "type": truth["type"], "counts": score(preds, truth["transitions"]), "n_pred": len(preds),
+                    "lost_s": (lost_seconds(preds, truth["num_frames"], truth["fps"])
+                               if truth["type"] == "take" else 0.0),
+                }  # fmt: skip
+                dump.setdefault(path.name, {})[name] = preds
+        for row in real_rows(records, part):
+            print(json.dumps(row), flush=True)
+    if args.dump:
+        args.dump.write_text(json.dumps(dump))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="shot detection benchmark")
+    parser.add_argument("--table", choices=("real", "generator", "both"), default="both")
+    parser.add_argument("--real-data", type=Path, default=REPO / "benchmarks" / ".cache" / "shot_real")
+    parser.add_argument("--parts", default="reporting,tuning")
+    parser.add_argument("--splices", type=int, default=3, help="spliced files per part of the real benchmark")
+    parser.add_argument("--real-detectors", default=",".join(REAL_DETECTORS))
     parser.add_argument("--data", type=Path, default=REPO / "benchmarks" / ".cache" / "shot_bench")
     parser.add_argument("--videos", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=45.0)
@@ -257,7 +357,13 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--dump", type=Path, default=None, help="write every prediction to this JSON file")
     args = parser.parse_args()
+    if args.table in ("real", "both"):
+        real_main(args)
+    if args.table in ("generator", "both"):
+        generator_main(args)
 
+
+def generator_main(args: argparse.Namespace) -> None:
     files = make_benchmark(args.data, args.videos, args.seconds, args.seed, jump_cuts=args.jump_cuts)
     names = [d.strip() for d in args.detectors.split(",") if d.strip()]
     detectors = build(names, args.transnet_device)
@@ -284,8 +390,8 @@ def main() -> None:
             }
             dump.setdefault(path.name, {})[name] = preds
     for row in _rows(records):
-        print(json.dumps(row), flush=True)
-    if args.dump:
+        print(json.dumps({"table": "generator", **row}), flush=True)
+    if args.dump and args.table == "generator":
         args.dump.write_text(json.dumps(dump))
 
 

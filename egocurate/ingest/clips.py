@@ -2,8 +2,12 @@
 
 Policy (:class:`ClipPolicy`): transition frames never enter a clip (a shot excludes them) and a few
 more frames are trimmed beside every boundary, so a boundary found one frame off cannot leak the
-other shot in. Shots shorter than ``min_s`` give no clip; shots longer than ``max_s`` are cut into
-even windows (DreamDojo's pretraining clips are about 20 s; its loader takes 13 consecutive frames).
+other shot in. A *weak* boundary (``Transition.confidence`` below ``weak_below``) trims nothing:
+its transition frames are split between the shots either side, and a clip shorter than ``min_s``
+next to it is merged across it instead of being dropped (egocentric footage is mostly long takes,
+where a doubtful boundary is more often a head turn than an edit). Other shots shorter than
+``min_s`` give no clip; shots longer than ``max_s`` are cut into even windows (DreamDojo's
+pretraining clips are about 20 s; its loader takes 13 consecutive frames).
 Optional 4:3 centre crop, resize and target frame rate describe the frames a consumer gets.
 
 Materialization, chosen per run:
@@ -48,6 +52,7 @@ class ClipPolicy:
     width: int | None = None
     height: int | None = None
     fps: float | None = None
+    weak_below: float = 0.6  # a boundary less confident than this trims nothing; short clips merge across it
 
     def __post_init__(self) -> None:
         if self.min_s < 0 or self.max_s <= 0:
@@ -105,16 +110,44 @@ def _split_evenly(start: int, end: int, timing: VideoTiming, pieces: int) -> lis
     return bounds
 
 
+def _segments(shots: Sequence[Shot], policy: ClipPolicy) -> list[list]:
+    """[start, end, kind, weak_open, trim_start, trim_end] per shot after the weak-boundary rules."""
+    ordered = sorted(shots, key=lambda s: s.start_frame)
+    segs: list[list] = []
+    for k, shot in enumerate(ordered):
+        opened = k > 0 or shot.kind != "start"
+        weak = k > 0 and shot.confidence < policy.weak_below
+        start = shot.start_frame
+        if weak:  # the transition's frames go half to each side; nothing is trimmed
+            mid = (segs[-1][1] + start) // 2
+            segs[-1][1], segs[-1][5] = mid, 0
+            start = mid
+        segs.append([start, shot.end_frame, shot.kind, weak,
+                     policy.trim_frames if opened and not weak else 0,
+                     policy.trim_frames if k + 1 < len(ordered) else 0])  # fmt: skip
+    return segs
+
+
 def plan_clips(shots: Sequence[Shot], timing: VideoTiming, policy: ClipPolicy) -> list[ClipSpec]:
     """Clips of a video from its shots, by `policy` (no clip, and no error, for a too-short video)."""
+
+    def seconds(seg: list) -> float:
+        a, b = seg[0] + seg[4], seg[1] - seg[5]
+        return timing.time_of(b) - timing.time_of(a) if b > a else 0.0
+
+    merged: list[list] = []
+    for seg in _segments(shots, policy):
+        if (
+            merged
+            and seg[3]
+            and (seconds(merged[-1]) + 1e-9 < policy.min_s or seconds(seg) + 1e-9 < policy.min_s)
+        ):
+            merged[-1][1], merged[-1][5] = seg[1], seg[5]  # a short piece beside a weak boundary: merge
+            continue
+        merged.append(seg)
     clips: list[ClipSpec] = []
-    ordered = sorted(shots, key=lambda s: s.start_frame)
-    for k, shot in enumerate(ordered):
-        start, end = shot.start_frame, shot.end_frame
-        if k > 0 or shot.kind != "start":
-            start += policy.trim_frames  # a boundary opens this shot
-        if k + 1 < len(ordered):
-            end -= policy.trim_frames  # another shot follows, so a boundary closes this one
+    for seg in merged:
+        start, end, kind = seg[0] + seg[4], seg[1] - seg[5], seg[2]
         if end - start < 1:
             continue
         duration = timing.time_of(end) - timing.time_of(start)
@@ -126,8 +159,11 @@ def plan_clips(shots: Sequence[Shot], timing: VideoTiming, policy: ClipPolicy) -
             t_a, t_b = timing.time_of(a), timing.time_of(b)
             if t_b - t_a + 1e-9 < policy.min_s:
                 continue
-            kind = shot.kind if p == 0 else "split"
-            clips.append(ClipSpec(len(clips), int(a), int(b), round(t_a, 6), round(t_b, 6), kind))
+            clips.append(
+                ClipSpec(
+                    len(clips), int(a), int(b), round(t_a, 6), round(t_b, 6), kind if p == 0 else "split"
+                )
+            )
     return clips
 
 

@@ -30,6 +30,7 @@ Then, with thresholds adapted to the footage around each candidate:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -340,6 +341,32 @@ def _blend_fit(f: _Features, a: int, b: int) -> tuple[float, np.ndarray]:
     return float(np.median(resid)), alpha
 
 
+def _ramp_span(times: np.ndarray, alpha: np.ndarray) -> tuple[int, int] | None:
+    """Frames [start, end) of the ramp that best fits blend weights `alpha` at frame `times`, or None.
+
+    The model is flat, then linear, then flat again, with free levels (least squares over every
+    whole-frame start s and end e): motion inside a shot (a hand, the camera) projects onto the blend
+    direction and shifts the flat parts off 0 and 1, which makes the first and last weights between
+    0.05 and 0.95 start early or end late. A ramp from frame s (still pure A) to frame e (the first
+    pure B) mixes frames s + 1 .. e - 1.
+    """
+    lo, hi = int(times[0]), int(times[-1])
+    if hi - lo < 3 or len(times) < 4:
+        return None
+    y = np.clip(alpha, -0.25, 1.25)
+    cand = np.arange(lo, hi + 1, dtype=np.float64)
+    s, e = np.meshgrid(cand, cand, indexing="ij")
+    ok = e - s >= 2
+    s, e = s[ok], e[ok]
+    ramp = np.clip((times[None, :] - s[:, None]) / (e - s)[:, None], 0.0, 1.0)
+    rc = ramp - ramp.mean(axis=1, keepdims=True)
+    var = (rc**2).sum(axis=1)
+    cov = rc @ (y - y.mean())
+    fit = np.where((cov > 0) & (var > 1e-9), cov**2 / np.maximum(var, 1e-9), -1.0)
+    best = int(np.argmax(fit))
+    return int(s[best]) + 1, int(e[best])
+
+
 def _fades(f: _Features, fps: float, p: ContentParams) -> list[Transition]:
     """Short runs of near-black frames with the luminance ramps into and out of them.
 
@@ -429,6 +456,9 @@ def _dissolves(f: _Features, fps: float, p: ContentParams, blocked: list[Transit
             continue
         start = int(idx[a + 1 + inside[0]])
         end = int(idx[a + 1 + inside[-1] + 1]) if a + 2 + inside[-1] < m else int(idx[-1]) + 1
+        ramp = _ramp_span(idx[a : b + 1].astype(np.float64), np.concatenate([[0.0], alpha, [1.0]]))
+        if ramp is not None:  # the ramp that best fits the weights: robust to motion inside either shot
+            start, end = ramp
         spans.append((fa, fb))
         found.append(Transition(start, end, "dissolve", score))
     return found
@@ -603,6 +633,18 @@ def _coarse_pass(path: str, p: ContentParams, threads: int) -> tuple[VideoScanne
     return whole, feats
 
 
+def with_confidence(t: Transition, p: ContentParams) -> Transition:
+    """`t` with a 0-1 confidence: a cut's change against ``verify_below``, a dissolve's score against
+    ``strong_score`` (weak ones fall under the clip policy's ``weak_below`` of 0.6); fades are sure."""
+    if t.kind == "cut":
+        conf = t.score / p.verify_below
+    elif t.kind == "dissolve":
+        conf = t.score / p.strong_score
+    else:
+        conf = 1.0
+    return dataclasses.replace(t, confidence=round(float(min(1.0, max(0.0, conf))), 4))
+
+
 def detect_content(path: str, params: ContentParams | None = None) -> tuple[list[Transition], VideoTiming]:
     """Transitions in the video at `path` and its timing (see the module docstring)."""
     p = params or ContentParams()
@@ -612,5 +654,6 @@ def detect_content(path: str, params: ContentParams | None = None) -> tuple[list
     transitions = _detect(feats, scanner.fps, p)
     feats, transitions, extra = _refine_cuts(scanner, feats, transitions, p.max_gap)
     transitions, checked = _verify_cuts(scanner, feats, transitions, p)
+    transitions = [with_confidence(t, p) for t in transitions]
     timing = VideoTiming(scanner.num_frames, scanner.fps, scanner.timestamps(), coarse + extra + checked)
     return transitions, timing

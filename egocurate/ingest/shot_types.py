@@ -21,6 +21,7 @@ class Transition:
     end_frame: int
     kind: str = "cut"
     score: float = 0.0
+    confidence: float = 1.0  # 0-1; the clip policy does not trim footage at a weak boundary
 
     @property
     def is_cut(self) -> bool:
@@ -34,6 +35,7 @@ class Shot:
     start_frame: int
     end_frame: int
     kind: str = "start"
+    confidence: float = 1.0  # of the boundary that opens this shot
 
     @property
     def num_frames(self) -> int:

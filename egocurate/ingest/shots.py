@@ -7,6 +7,9 @@ Detectors:
   edge-change and thumbnail features with adaptive thresholds find hard cuts, dissolves and fades.
 - ``transnet`` (:mod:`egocurate.ingest.shot_transnet`): TransNetV2 on 48x27 frames, batched, on GPU
   when present.
+- ``cascade`` (:mod:`egocurate.ingest.shot_cascade`): the content pass proposes candidates at high
+  recall and TransNetV2 runs only on the windows around them; it reports what a full TransNetV2 pass
+  reports wherever the proposals cover it, for a fraction of the network time.
 - ``fixed``: fixed-stride windows, for footage known to be one take.
 
 A :class:`Transition` covers frames ``[start_frame, end_frame)`` that belong to no shot (a dissolve's
@@ -27,19 +30,21 @@ __all__ = [
     "detect_transitions", "fixed_windows", "shots_from_transitions", "transitions_from_shots",
 ]  # fmt: skip
 
-DetectorName = Literal["content", "transnet", "fixed"]
+DetectorName = Literal["content", "transnet", "cascade", "fixed"]
+
+
 def shots_from_transitions(transitions: Sequence[Transition], num_frames: int) -> list[Shot]:
     """The shots between `transitions` (sorted, non-overlapping after clamping); empty shots dropped."""
     shots: list[Shot] = []
-    start, kind = 0, "start"
+    start, kind, confidence = 0, "start", 1.0
     for t in sorted(transitions, key=lambda t: (t.start_frame, t.end_frame)):
         a, b = max(start, min(t.start_frame, num_frames)), max(start, min(t.end_frame, num_frames))
         if a > start:
-            shots.append(Shot(start, a, kind))
-        kind = t.kind
+            shots.append(Shot(start, a, kind, confidence))
+        kind, confidence = t.kind, t.confidence
         start = max(a, b)
     if num_frames > start:
-        shots.append(Shot(start, num_frames, kind))
+        shots.append(Shot(start, num_frames, kind, confidence))
     return shots
 
 
@@ -47,7 +52,7 @@ def transitions_from_shots(shots: Sequence[Shot]) -> list[Transition]:
     """The transitions between consecutive shots (the inverse of :func:`shots_from_transitions`)."""
     ordered = sorted(shots, key=lambda s: s.start_frame)
     return [
-        Transition(prev.end_frame, nxt.start_frame, nxt.kind)
+        Transition(prev.end_frame, nxt.start_frame, nxt.kind, confidence=nxt.confidence)
         for prev, nxt in zip(ordered, ordered[1:], strict=False)
     ]
 
@@ -82,6 +87,10 @@ def detect_transitions(
         from egocurate.ingest.shot_transnet import detect_transnet
 
         return detect_transnet(path, **params)
+    if detector == "cascade":
+        from egocurate.ingest.shot_cascade import detect_cascade
+
+        return detect_cascade(path, **params)
     if detector == "fixed":
         timing = probe_timing(path, params.pop("storage_options", None))
         window_s = float(params.pop("window_s", 20.0))
@@ -89,7 +98,7 @@ def detect_transitions(
             raise TypeError(f"fixed detector: unknown parameters {sorted(params)}")
         window = max(1, round(window_s * (timing.fps or 30.0)))
         return transitions_from_shots(fixed_windows(timing.num_frames, window)), timing
-    raise ValueError(f"unknown detector {detector!r}; allowed: content, transnet, fixed")
+    raise ValueError(f"unknown detector {detector!r}; allowed: content, transnet, fixed, cascade")
 
 
 def detect_shots(path: str, detector: DetectorName = "content", **params: Any) -> list[Shot]:

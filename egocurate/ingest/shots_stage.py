@@ -46,7 +46,7 @@ class ShotStage(BaseStage):
 
     def __init__(
         self,
-        detector: Literal["content", "transnet", "fixed"] = "content",
+        detector: Literal["content", "transnet", "cascade", "fixed"] = "content",
         detector_params: dict[str, Any] | None = None,
         min_clip_s: float = 2.0,
         max_clip_s: float = 20.0,
@@ -96,14 +96,14 @@ class ShotStage(BaseStage):
 
     def setup(self) -> None:
         """Load TransNetV2 once per worker when it is the detector (the others need nothing)."""
-        if self.detector == "transnet":
+        if self.detector in ("transnet", "cascade"):
             from egocurate.ingest.shot_transnet import load_transnet
 
             load_transnet(self.detector_params.get("device", "auto"))
 
     def _detect(self, uri: str):
         params = dict(self.detector_params)
-        if self.detector in ("content", "transnet", "fixed") and self.storage_options:
+        if self.detector in ("content", "transnet", "cascade", "fixed") and self.storage_options:
             params.setdefault("storage_options", self.storage_options)
         if self.detector == "fixed":
             params.setdefault("window_s", self.policy.max_s)
