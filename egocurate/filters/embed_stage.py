@@ -14,7 +14,14 @@ from egocurate.filters.embed import MODEL_CONFIGS, Device, Precision, load_model
 from egocurate.filters.frames import ClipSource, clip_source, resize_short_side
 from egocurate.filters.vectors import encode_vectors
 from egocurate.media.crop import center_crop
-from egocurate.media.decode import FramePlan, FrameRequest, frames_of, read_frames, sample_indices
+from egocurate.media.decode import (
+    FramePlan,
+    FrameRequest,
+    attach_frames,
+    frames_of,
+    read_frames,
+    sample_indices,
+)
 from egocurate.stage_base import BaseStage, Resources
 
 
@@ -25,6 +32,7 @@ class EmbedStage(BaseStage):
     input_key = "clip_id"
     output_table = tables.CLIP_EMBEDDINGS.name
     reads = ("uri", "start_frame", "end_frame")
+    has_prepare = True  # on Ray, CPU workers decode ahead of the (GPU) model actors
 
     def __init__(
         self,
@@ -55,6 +63,7 @@ class EmbedStage(BaseStage):
         self.resources = Resources(
             cpus=cpus or 1.0, gpus=gpus, batch_size=batch_size, concurrency=concurrency
         )
+        self.prepare_resources = Resources(cpus=1.0, batch_size=batch_size)
         self._model: Any = None
 
     # ------------------------------------------------------------------ model
@@ -140,6 +149,10 @@ class EmbedStage(BaseStage):
             if size != (w, h):
                 frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
         return center_crop(frames, target_h, target_w)
+
+    def prepare(self, batch: pa.Table) -> pa.Table:
+        """CPU step: each clip's frames decoded into the batch (``process`` decodes what is missing)."""
+        return attach_frames(batch, self.frame_plan)
 
     def frame_plan(self, row: dict) -> FramePlan | None:
         try:

@@ -546,6 +546,22 @@ def frames_of(row: Mapping[str, Any]) -> np.ndarray | None:
     return np.frombuffer(data, np.uint8).reshape([int(s) for s in shape])
 
 
+def attach_frames(batch: Any, plan_of: Any) -> Any:
+    """`batch` (an Arrow table) with each row's frames decoded per ``plan_of(row)`` in
+    :data:`FRAMES_COLUMN`; a row without a plan, or whose decode fails, gets None (the stage then
+    decodes, or reports, it itself). The CPU step a GPU stage's engine runs ahead of its actors."""
+    frames = []
+    for row in batch.to_pylist():
+        plan = None
+        try:
+            plan = plan_of(row)
+            frames.append(decode_plans({"frames": plan}).get("frames") if plan is not None else None)
+        except Exception:  # noqa: BLE001 - the stage reports the row when it processes it
+            frames.append(None)
+    data, shapes = frames_columns(frames)
+    return batch.append_column(FRAMES_COLUMN, data).append_column(FRAMES_SHAPE_COLUMN, shapes)
+
+
 def decode_plans(plans: Mapping[str, FramePlan | None], start_frame: int = 0, end_frame: int = 0,
                  storage_options: dict | None = None) -> dict[str, np.ndarray]:  # fmt: skip
     """Frames for each consumer's plan, decoding each file once for all the plans that read it."""

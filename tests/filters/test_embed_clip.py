@@ -56,6 +56,22 @@ def test_vectors_are_unit_float16_with_model_id(rows: list[dict]) -> None:
     assert float(vectors[0] @ vectors[1]) < 0.9999
 
 
+def test_frames_decoded_by_the_cpu_prepare_step_give_the_same_vectors(
+    rows: list[dict], tmp_path: Path
+) -> None:
+    """What the Ray engine does for a GPU stage: CPU workers decode (`prepare`), the model actor embeds."""
+    stage = build_stage("embed", TINY)
+    batch = pa.Table.from_pylist(
+        [*rows, {**rows[0], "clip_id": "gone", "uri": str(tmp_path / "missing.mp4")}]
+    )
+    prepared = stage.prepare(batch)
+    assert prepared.column("_frames").null_count == 1  # the missing file is left to `process` to report
+    direct, fed = stage.process(batch), stage.process(prepared)
+    assert fed.column("vector").to_pylist() == direct.column("vector").to_pylist()
+    assert fed.column(tables.ERROR_KIND).to_pylist() == direct.column(tables.ERROR_KIND).to_pylist()
+    assert fed.column(tables.ERROR_KIND).to_pylist()[-1] is not None
+
+
 def test_random_init_is_seeded_so_workers_agree(rows: list[dict]) -> None:
     a = decode_vectors(EmbedStage(**TINY).process(pa.Table.from_pylist(rows[:1])).column("vector"))
     b = decode_vectors(EmbedStage(**TINY).process(pa.Table.from_pylist(rows[:1])).column("vector"))
