@@ -31,7 +31,11 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "export": ("egocurate.catalog", "egocurate.media", "egocurate.storage"),
     "configs": (),
     "integrations": (
-        "egocurate.shards", "egocurate.export", "egocurate.catalog", "egocurate.media", "egocurate.storage"
+        "egocurate.shards",
+        "egocurate.export",
+        "egocurate.catalog",
+        "egocurate.media",
+        "egocurate.storage",
     ),
 }
 TESTING_IMPORTERS = ("egocurate.cli.demo",)

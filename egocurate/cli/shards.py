@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from egocurate.catalog.store import Catalog
+from egocurate.cli.export import LowFps, LowFpsOption
 from egocurate.cli.options import (
     CatalogOption,
     ProgressOption,
@@ -31,6 +32,7 @@ def shards_write(
     fps: Annotated[
         float | None, typer.Option(help="Clip frame rate (default: the latent-action model's).")
     ] = None,
+    low_fps: LowFpsOption = LowFps.native,
     width: Annotated[int, typer.Option(min=16)] = 640,
     height: Annotated[int, typer.Option(min=16)] = 480,
     target_mb: Annotated[float, typer.Option(min=0.01, help="Target shard size in MiB.")] = 512,
@@ -47,6 +49,7 @@ def shards_write(
 
     params = ShardParams(
         fps=fps,
+        low_fps=str(low_fps),
         width=width,
         height=height,
         min_frames=min_frames,

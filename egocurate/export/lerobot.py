@@ -1,6 +1,13 @@
 """LeRobot v2.1 export: one episode per clip, latent actions as the ``action`` feature.
 
-Layout (what LeRobot v2.1 and GR00T-style loaders, DreamDojo's included, read)::
+Who reads it: ``lerobot``'s ``LeRobotDataset`` (v2.1 codebase, tested with lerobot 0.3.3) does.
+DreamDojo's robot loader (``groot_dreams``' ``WrappedLeRobotSingleDataset``) does **not**: it accepts
+only its embodiment tags (gr1, g1, agibot, yam; ``human_egocentric`` is no valid ``EmbodimentTag``),
+reads hard-coded per-embodiment video keys (such as ``ego_view_freq20``) and needs ``state``
+columns, which egocentric video does not have. Train DreamDojo on human video from the MP4 export
+or, with the precomputed latent actions, from shards (``egocurate.integrations.dreamdojo``).
+
+Layout::
 
     meta/info.json              codebase_version v2.1, features, path templates, fps, splits
     meta/episodes.jsonl         {"episode_index", "tasks", "length"} per episode
@@ -37,7 +44,7 @@ from egocurate.catalog.rows import align_latent_actions, first_present, source_s
 from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, latents_for, select_clips, split_of
 from egocurate.catalog.store import Catalog
 from egocurate.export.common import ExportReport, prepare_out, write_atomic
-from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, resample_indices
+from egocurate.media.encode import encode_mp4, frame_plan, iter_source_frames, ordered_map
 
 CODEBASE_VERSION = "v2.1"
 VIDEO_KEY = "observation.images.ego_view"
@@ -149,9 +156,13 @@ def render_episode(
     min_frames: int,
     crf: int,
 ) -> dict[str, Any]:
-    """One clip as an episode: MP4 bytes, per-frame actions and image statistics."""
+    """One clip as an episode: MP4 bytes, per-frame actions and image statistics.
+
+    The dataset has one frame rate, so a source slower than `fps` is refused (``LowFrameRate``),
+    never frame-duplicated up to it.
+    """
     uri, start, end, src_fps, size = source_span(view_row)
-    offsets = resample_indices(end - start, src_fps, fps)
+    offsets, _ = frame_plan(end - start, src_fps, fps, None, "refuse")
     if len(offsets) < min_frames:
         raise ValueError(f"{len(offsets)} frames at {fps:g} fps < {min_frames}")
     stats = ImageStats()
@@ -175,6 +186,7 @@ def render_episode(
         "image_stats": stats.as_dict(),
         "alignment": alignment,
         "offsets": offsets,
+        "lam_model_id": lat.get("lam_model_id") if actions is not None else None,
     }
 
 
@@ -275,6 +287,7 @@ def export_lerobot(
                 "task": label,
                 "has_latent_actions": result["alignment"] is not None,
                 "latent_actions_alignment": result["alignment"],
+                "lam_model_id": result["lam_model_id"],
             }
         )
         index += length
@@ -301,6 +314,7 @@ def export_lerobot(
         "data_path": DATA_PATH,
         "video_path": VIDEO_PATH,
         "features": features(fps_value, width, height),
+        "egocurate_action": action_provenance(sidecar),
     }
     (meta / "info.json").write_text(json.dumps(info, indent=4))
     _jsonl(meta / "episodes.jsonl", episodes)
@@ -320,11 +334,44 @@ def export_lerobot(
         "catalog_version": catalog_version(catalog),
         "query": query or DEFAULT_QUERY,
         "task": task,
+        "fps": fps_value,
+        "rendered_fps": [fps_value] if total else [],
+        "action": action_provenance(sidecar),
         "skipped": report.skipped,
     }
     (root / MARKER).write_text(json.dumps(marker, indent=2))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def action_provenance(episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which latent-action model (id and checkpoint hash) produced ``action``, and for how many episodes.
+
+    Model ids are ``file@sha256-prefix`` for a weights file (``latent_actions.common.file_model_id``)
+    or ``lam-random-init-...`` for an untrained model, which is flagged ``random_init``.
+    """
+    models: dict[str, dict[str, Any]] = {}
+    for episode in episodes:
+        model_id = episode.get("lam_model_id")
+        if model_id is None:
+            continue
+        name, _, digest = model_id.partition("@")
+        entry = models.setdefault(
+            model_id,
+            {
+                "checkpoint": name if digest else None,
+                "checkpoint_hash": digest or None,
+                "random_init": "random-init" in model_id,
+                "episodes": 0,
+            },
+        )
+        entry["episodes"] += 1
+    return {
+        "kind": "latent_actions",
+        "dim": LATENT_DIM,
+        "models": models,
+        "episodes_without_actions": sum(1 for e in episodes if e.get("lam_model_id") is None),
+    }
 
 
 def _jsonl(path: Path, rows: list[dict]) -> None:

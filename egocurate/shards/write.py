@@ -37,7 +37,7 @@ from egocurate.catalog.selection import (
     split_of,
 )
 from egocurate.catalog.store import Catalog
-from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, resample_indices
+from egocurate.media.encode import encode_mp4, frame_plan, iter_source_frames, ordered_map
 from egocurate.shards.manifest import Manifest, ShardInfo, filesystem, join, write_manifest
 
 MB = 1 << 20
@@ -92,6 +92,7 @@ class ShardParams:
     """How clips are rendered and packed (recorded in the manifest)."""
 
     fps: float | None = None  # None: the latent-action model's rate (native / lam_stride), else native
+    low_fps: str = "native"  # a source below `fps`: "native" keeps its rate, "refuse" leaves it out
     width: int = 640
     height: int = 480
     crf: int = 23
@@ -160,17 +161,14 @@ def load_latent(
 
 # ----------------------------------------------------------------------------- rows
 def clip_offsets(
-    num_frames: int, src_fps: float, fps: float | None, lam_stride: int | None
+    num_frames: int, src_fps: float, fps: float | None, lam_stride: int | None, low_fps: str = "native"
 ) -> tuple[list[int], float]:
-    """(source frame offsets, output fps) of a rendered clip.
+    """(source frame offsets, output fps) of a rendered clip (see ``media.encode.frame_plan``).
 
     `fps` None renders at the latent-action model's rate (every `lam_stride`-th frame, the frames
     the LAM saw), so latent actions line up exactly with consecutive frames; native rate otherwise.
     """
-    if fps is None:
-        stride = max(1, int(lam_stride or 1))
-        return list(range(0, num_frames, stride)), src_fps / stride
-    return resample_indices(num_frames, src_fps, fps), float(fps)
+    return frame_plan(num_frames, src_fps, fps, lam_stride, low_fps)
 
 
 def render_clip(
@@ -178,7 +176,7 @@ def render_clip(
 ) -> tuple[bytes, list[int], float]:
     """(MP4 bytes, source frame offsets, fps) of one clip at the training resolution and frame rate."""
     uri, start, end, src_fps, size = source_span(view_row)
-    offsets, out_fps = clip_offsets(end - start, src_fps, params.fps, lam_stride)
+    offsets, out_fps = clip_offsets(end - start, src_fps, params.fps, lam_stride, params.low_fps)
     if len(offsets) < params.min_frames:
         raise ClipTooShort(f"{len(offsets)} frames at {out_fps:g} fps < min_frames {params.min_frames}")
     frames = iter_source_frames(uri, [start + o for o in offsets], params.width, params.height, size)
@@ -405,6 +403,7 @@ def write_shards(
         by_split[split_of(row.get("video_id") or cid, params.val_fraction, params.split_salt)].append(cid)
 
     skipped: dict[str, str] = {}
+    rendered_fps: set[float] = set()  # stated in the manifest: the rates the clips were rendered at
     shards: list[ShardInfo] = []
     splits: dict[str, dict[str, int]] = {}
     workers = workers or max(1, os.cpu_count() or 1)
@@ -429,6 +428,7 @@ def write_shards(
             if isinstance(result, Exception):
                 skipped[cid] = f"{type(result).__name__}: {result}"
                 continue
+            rendered_fps.add(round(float(result["fps"]), 4))
             writer.add(result)
         written = writer.close()
         shards.extend(written)
@@ -452,6 +452,7 @@ def write_shards(
             "thresholds": dict(thresholds or {}),
             "task": task,
             "skipped": len(skipped),
+            "rendered_fps": sorted(rendered_fps),
         },
         splits=splits,
     )
