@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from egocurate.catalog.rows import first_present, source_span
-from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, latents_for, select_clips
+from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, latents_for, select_clips, split_for
 from egocurate.catalog.store import Catalog
 from egocurate.export.common import ExportReport, prepare_out, write_atomic
 from egocurate.media.encode import encode_mp4, frame_plan, iter_source_frames, ordered_map
@@ -160,6 +160,7 @@ def export_dreamdojo(
                 "lam_stride": strides.get(row["clip_id"]),
                 "num_frames": len(offsets),
                 "task": label,
+                "split": split_for(row, 0.0),  # the source's split; DreamDojo's loader reads every file
                 "folder": folder,
                 "source": row.get("source"),
                 "dataset": row.get("dataset"),

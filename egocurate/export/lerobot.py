@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from egocurate.catalog.rows import align_latent_actions, first_present, source_span
-from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, latents_for, select_clips, split_of
+from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, latents_for, select_clips, split_for
 from egocurate.catalog.store import Catalog
 from egocurate.export.common import ExportReport, prepare_out, write_atomic
 from egocurate.media.encode import encode_mp4, frame_plan, iter_source_frames, ordered_map
@@ -61,6 +61,7 @@ SCALARS = {
     TASK_COLUMN: "int64",
 }
 MARKER = "meta/egocurate_export.json"
+SPLIT_ORDER = {"train": 0, "val": 1}
 
 
 def features(fps: float, width: int, height: int, action_dim: int = LATENT_DIM) -> dict[str, Any]:
@@ -209,8 +210,9 @@ def export_lerobot(
 ) -> ExportReport:
     """Write the selected clips as a LeRobot v2.1 dataset with latent actions as ``action``.
 
-    Episodes are ordered train first, then validation (split by a hash of ``video_id``), and
-    ``info.json``'s ``splits`` gives both ranges.
+    Episodes are ordered by split, train first, then val, then any other: each clip's source split
+    (a manifest ``split`` column) where it has one, else by a hash of ``video_id``. ``info.json``'s
+    ``splits`` gives each range.
     """
     started = time.perf_counter()
     root = prepare_out(out, MARKER)
@@ -218,9 +220,9 @@ def export_lerobot(
         shutil.rmtree(root / stale, ignore_errors=True)
     view = select_clips(catalog, query, task, thresholds).to_pylist()
     latents = latents_for(catalog, [r["clip_id"] for r in view])
-    view.sort(
-        key=lambda r: (split_of(r.get("video_id") or r["clip_id"], val_fraction) != "train", r["clip_id"])
-    )
+    for row in view:
+        row["_split"] = split_for(row, val_fraction)
+    view.sort(key=lambda r: (SPLIT_ORDER.get(r["_split"], len(SPLIT_ORDER)), r["_split"], r["clip_id"]))
     report = ExportReport(out=str(root))
 
     def build(row: dict) -> dict[str, Any]:
@@ -229,7 +231,7 @@ def export_lerobot(
     tasks: dict[str, int] = {}
     episodes, episode_stats, sidecar = [], [], []
     all_actions, all_scalars = [], {name: [] for name in SCALARS}
-    n_train = 0
+    split_counts: dict[str, int] = {}
     index = 0
     workers = workers or max(1, os.cpu_count() or 1)
     for row, result in tqdm(
@@ -274,8 +276,7 @@ def export_lerobot(
             all_scalars[name].append(columns[name])
         episode_stats.append({"episode_index": episode, "stats": stats})
         all_actions.append(result["actions"])
-        if split_of(row.get("video_id") or row["clip_id"], val_fraction) == "train":
-            n_train += 1
+        split_counts[row["_split"]] = split_counts.get(row["_split"], 0) + 1
         sidecar.append(
             {
                 "episode_index": episode,
@@ -285,6 +286,7 @@ def export_lerobot(
                 "start_frame": row.get("start_frame"),
                 "end_frame": row.get("end_frame"),
                 "task": label,
+                "split": row["_split"],
                 "has_latent_actions": result["alignment"] is not None,
                 "latent_actions_alignment": result["alignment"],
                 "lam_model_id": result["lam_model_id"],
@@ -297,9 +299,11 @@ def export_lerobot(
     meta.mkdir(parents=True, exist_ok=True)
     total = len(episodes)
     fps_value: float | int = int(fps) if float(fps).is_integer() else float(fps)
-    splits = {"train": f"0:{n_train}"}
-    if n_train < total:
-        splits["val"] = f"{n_train}:{total}"
+    splits, first = {}, 0
+    for name, count in split_counts.items():  # episodes are ordered by split: contiguous ranges
+        splits[name] = f"{first}:{first + count}"
+        first += count
+    splits = splits or {"train": "0:0"}
     info = {
         "codebase_version": CODEBASE_VERSION,
         "robot_type": robot_type,

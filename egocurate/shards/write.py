@@ -5,9 +5,11 @@ tokenizer latents and latent actions (when the catalog has them), labels, source
 Rows are written in a seeded hash order, so every shard and row group is a random mix of videos;
 the streaming loader then only needs a shard permutation and a bounded buffer to shuffle well.
 
-Train and validation are split by a hash of ``video_id``. Shards are closed, then renamed into
-place; the manifest is published last and atomically, then the shards are registered in the
-``shards`` table. A writer killed at any point leaves no manifest entry pointing at a partial file.
+Each clip goes to its source's split (a manifest ``split`` column, kept in ``videos.split``); where
+a source has none, train and validation are split by a hash of ``video_id``. Shards are closed,
+then renamed into place; the manifest is published last and atomically, then the shards are
+registered in the ``shards`` table. A writer killed at any point leaves no manifest entry pointing
+at a partial file.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from egocurate.catalog.selection import (
     latents_for,
     select_clips,
     shuffled_ids,
-    split_of,
+    split_for,
 )
 from egocurate.catalog.store import Catalog
 from egocurate.media.encode import encode_mp4, frame_plan, iter_source_frames, ordered_map
@@ -400,7 +402,7 @@ def write_shards(
     latents = latents_for(catalog, list(rows_by_id))
     by_split: dict[str, list[str]] = {"train": [], "val": []}
     for cid, row in rows_by_id.items():
-        by_split[split_of(row.get("video_id") or cid, params.val_fraction, params.split_salt)].append(cid)
+        by_split.setdefault(split_for(row, params.val_fraction, params.split_salt), []).append(cid)
 
     skipped: dict[str, str] = {}
     rendered_fps: set[float] = set()  # stated in the manifest: the rates the clips were rendered at

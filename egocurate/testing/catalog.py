@@ -62,12 +62,14 @@ def build_sample_catalog(
     tokenizer_latents: bool = True,
     seed: int = 0,
     lam_stride: int = 1,
+    splits: Sequence[str | None] | None = None,
 ) -> Catalog:
     """A catalog under `root` with `videos` synthetic videos cut into overlapping clips.
 
     Video i gets task ``tasks[i % len(tasks)]`` (a label in `clip_labels`), and clips are windows of
     `clip_frames` frames every `clip_step` frames. Latent actions cover the pairs (k*s, (k+1)*s) of
-    source frames at `lam_stride` s, as the latent-action stage writes them.
+    source frames at `lam_stride` s, as the latent-action stage writes them. `splits[i]` is video i's
+    source split (as a manifest ``split`` column gives it); None leaves it to the hash split.
     """
     from egocurate.testing.videos import make_video
 
@@ -92,6 +94,7 @@ def build_sample_catalog(
                 "source": "synthetic",
                 "dataset": "egocurate-sample",
                 "task_text": task,
+                "split": splits[v] if splits else None,
                 "bytes": path.stat().st_size,
                 "duration_s": n / fps,
                 "fps": fps,
