@@ -49,6 +49,16 @@ def format_duration(ms: float | None) -> str:
     return f"{hours:,.2f} h" if hours < 1000 else f"{hours:,.0f} h"
 
 
+def iso_time(epoch_ms: int | float | None) -> str:
+    """A stored time (epoch milliseconds, as Delta records commits) as ISO-8601 UTC."""
+    if epoch_ms is None:
+        return ""
+    from datetime import UTC, datetime
+
+    moment = datetime.fromtimestamp(float(epoch_ms) / 1000, UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def duration_label(lo: float, hi: float | None) -> str:
     return f"{lo}-{hi}s" if hi is not None else f">={lo}s"
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from egocurate.annotate.stats import iso_time
 from egocurate.catalog.store import Catalog
 from egocurate.cli.options import CatalogOption, OutputFormat, console, fail, print_arrow
 
@@ -78,14 +78,6 @@ def catalog_history(table: Annotated[str, typer.Argument()], catalog: CatalogOpt
         out.add_row(str(row.get("version")), iso_time(row.get("timestamp")), str(row.get("operation")),
                     str(row.get("egocurate.operation", "")), str(added))  # fmt: skip
     console.print(out)
-
-
-def iso_time(epoch_ms: int | float | None) -> str:
-    """Delta's commit time (epoch milliseconds) as ISO-8601 UTC, e.g. 2026-11-29T21:40:39Z."""
-    if epoch_ms is None:
-        return ""
-    moment = datetime.fromtimestamp(float(epoch_ms) / 1000, UTC)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @app.command("vacuum")

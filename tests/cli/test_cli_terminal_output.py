@@ -7,8 +7,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from egocurate.annotate.stats import format_duration
-from egocurate.cli.catalog import iso_time
+from egocurate.annotate.stats import format_duration, iso_time
 from egocurate.cli.main import app
 from egocurate.testing.catalog import build_sample_catalog
 
