@@ -47,3 +47,10 @@ def test_catalog_history_shows_iso_times(catalog):
     text = " ".join(result.output.split())
     assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", text), result.output
     assert not re.search(r"\b\d{13}\b", text), result.output  # no raw epoch milliseconds
+
+
+def test_lerobot_help_says_which_loaders_read_it():
+    result = CliRunner().invoke(app, ["export", "lerobot", "--help"], env={"COLUMNS": "200"})
+    words = " ".join(result.output.split())
+    assert result.exit_code == 0 and "Read by lerobot's LeRobotDataset" in words
+    assert "NOT by DreamDojo's robot loader" in words and "state" in words
