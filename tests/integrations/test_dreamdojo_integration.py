@@ -46,7 +46,11 @@ class PairProbe(nn.Module):
         self.calls += 1
         videos = batch["videos"]  # (N, 2, h, w, c)
         means = videos.float().mean(dim=(2, 3, 4))  # (N, 2)
-        z = means[:, :1] * 3.0 + means[:, 1:] * torch.arange(1, 33, dtype=torch.float32) + 0.5
+        z = (
+            means[:, :1] * 3.0
+            + means[:, 1:] * torch.arange(1, 33, dtype=torch.float32, device=videos.device)
+            + 0.5
+        )
         return {"z_rep": z.reshape(-1, 1, 1, 32)}
 
 
@@ -200,3 +204,19 @@ def test_dreamdojo_config_names_resolve_and_upstream_kwargs_are_accepted(shard_u
     with pytest.raises(ModuleNotFoundError, match="cosmos_predict2"):
         dreamdojo.PrecomputedActionVideo2WorldModelRectifiedFlow  # noqa: B018
     assert Ours.__name__ == "PrecomputedUpstreamForward" and issubclass(Ours, UpstreamForward)
+
+
+@pytest.mark.gpu
+def test_the_hook_on_cuda_batches(shard_url):
+    """DreamDojo's trainer moves the whole batch to CUDA (``misc.to``) before ``forward``."""
+    ds = ShardVideoDataset(shard_url, randomize=False)
+    batch = default_collate([ds[i] for i in range(4)])
+    lam_video = batch["lam_video"].clone()
+    cuda = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    out = Ours().cuda()(cuda)
+    for b in range(4):
+        got = out["action"][b, :, 352:].cpu()
+        if bool(batch["latent_action_precomputed"][b]):
+            assert torch.equal(got, batch["action"][b, :, 352:])
+        else:
+            assert torch.allclose(got, expected_online(lam_video[b]), atol=1e-4)
