@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from egocurate.catalog.rows import first_present, source_span
-from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, latents_for, select_clips, split_for
+from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, select_clips, split_for
 from egocurate.catalog.store import Catalog
 from egocurate.export.common import ExportReport, prepare_out, write_atomic
 from egocurate.media.encode import encode_mp4, frame_plan, iter_source_frames, ordered_map
@@ -121,8 +121,7 @@ def export_dreamdojo(
     prepare_out(str(root), MARKER)
     view = select_clips(catalog, query, task, thresholds)
     rows = view.to_pylist()
-    latents = latents_for(catalog, [r["clip_id"] for r in rows])
-    strides = {cid: lat.get("lam_stride") for cid, lat in latents.items()}
+    strides = {r["clip_id"]: r.get("lam_stride") for r in rows}  # clip_view carries clip_latents' stride
     report = ExportReport(out=str(root))
     index_rows = []
 
