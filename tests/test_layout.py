@@ -7,6 +7,8 @@ Rooms and what each may import (besides itself and the standard library / third 
 - ``catalog``: ``storage``; ``media``: ``storage``; ``storage`` and ``stage_base``: nothing;
 - ``shards`` and ``export``: ``catalog``, ``media``, ``storage``;
 - ``testing``: anything but ``jobs`` and ``cli``, and only tests, benchmarks and the demo import it;
+- ``integrations`` (adapters for trainers such as DreamDojo): ``shards``, ``export``, ``catalog``,
+  ``media``, ``storage``;
 - ``jobs``: anything but ``cli``; ``cli``: anything. Nothing else imports ``jobs`` or ``cli``;
 - no import circles between modules.
 """
@@ -28,6 +30,13 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "shards": ("egocurate.catalog", "egocurate.media", "egocurate.storage"),
     "export": ("egocurate.catalog", "egocurate.media", "egocurate.storage"),
     "configs": (),
+    "integrations": (
+        "egocurate.shards",
+        "egocurate.export",
+        "egocurate.catalog",
+        "egocurate.media",
+        "egocurate.storage",
+    ),
 }
 TESTING_IMPORTERS = ("egocurate.cli.demo",)
 
@@ -142,12 +151,14 @@ def test_the_rule_catches_a_bad_import(tmp_path):
     assert violation("egocurate.export.lerobot", "egocurate.testing.videos")
     assert violation("egocurate.filters.quality", "egocurate.catalog.tables") is None
     assert violation("egocurate.shards.write", "egocurate.catalog.store") is None
+    assert violation("egocurate.integrations.dreamdojo", "egocurate.shards.stream") is None
+    assert violation("egocurate.integrations.dreamdojo", "egocurate.jobs.stage")
 
 
 def test_top_level_rooms_tell_the_architecture():
     rooms = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists())
     assert rooms == sorted(
-        ["annotate", "catalog", "cli", "configs", "export", "filters", "ingest", "jobs", "latent_actions",
-         "media", "shards", "testing"]
+        ["annotate", "catalog", "cli", "configs", "export", "filters", "ingest", "integrations", "jobs",
+         "latent_actions", "media", "shards", "testing"]
     )  # fmt: skip
     assert sorted(p.name for p in PACKAGE.glob("*.py")) == ["__init__.py", "stage_base.py", "storage.py"]

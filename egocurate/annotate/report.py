@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from egocurate.annotate.frames import clip_frames
-from egocurate.annotate.stats import MS_PER_HOUR, CorpusStats, StatRow
+from egocurate.annotate.stats import MS_PER_HOUR, CorpusStats, StatRow, format_duration
 
 THUMB_SHORT_SIDE = 144
 
@@ -38,6 +39,20 @@ class ReportData:
     dedup_groups: list[list[dict[str, Any]]] = field(default_factory=list)
     quarantine: list[tuple[str, str, int]] = field(default_factory=list)
     top: int = 12
+    threshold_overrides: dict[str, float | None] = field(default_factory=dict)
+    threshold_lines: dict[str, list[tuple[str, str, float]]] = field(default_factory=dict)
+    models: list[dict[str, Any]] = field(default_factory=list)  # kind, model_id, clips
+    quality: dict[str, list[float]] = field(default_factory=dict)  # score -> values
+    quarantine_rows: list[list[Any]] = field(default_factory=list)  # time, stage, kind, uri, message
+    history: dict[str, list[list[Any]]] = field(default_factory=dict)  # table -> version, time, op, rows
+
+
+UNTRAINED = re.compile(r"random[-_ ]?init|untrained|(^|[-_:/ ])(test|sample|dummy|mock)([-_:/ ]|$)", re.I)
+
+
+def untrained(model_id: str | None) -> bool:
+    """Whether a model id names random-init or test weights (their outputs are placeholders)."""
+    return bool(model_id) and bool(UNTRAINED.search(str(model_id)))
 
 
 # ---------------------------------------------------------------------------------------- images
@@ -66,19 +81,24 @@ def _empty_plot(title: str) -> str:
     return _png(plt, fig)
 
 
+def time_unit(max_ms: float) -> tuple[float, str]:
+    """(milliseconds per unit, unit name) that suits values up to `max_ms`: minutes below an hour."""
+    return (MS_PER_HOUR, "hours") if max_ms >= MS_PER_HOUR else (60_000.0, "minutes")
+
+
 def bar_plot(rows: Sequence[StatRow], title: str, top: int = 12, kept: bool = True) -> str:
-    """Horizontal bars of hours per label (kept hours overlaid), largest at the top."""
+    """Horizontal bars of time per label (kept time overlaid), largest at the top."""
     rows = list(rows)[:top]
     if not rows:
         return _empty_plot(title)
     plt, fig, ax = _figure(7, max(1.6, 0.32 * len(rows) + 0.8))
+    per, unit = time_unit(max(r.ms for r in rows))
     labels = [r.label if not r.label2 else f"{r.label} / {r.label2}" for r in rows][::-1]
-    hours = [r.hours for r in rows][::-1]
-    ax.barh(labels, hours, color="#9ecae1", label="all")
+    ax.barh(labels, [r.ms / per for r in rows][::-1], color="#9ecae1", label="all")
     if kept:
-        ax.barh(labels, [r.kept_hours for r in rows][::-1], color="#3182bd", label="kept")
+        ax.barh(labels, [r.kept_ms / per for r in rows][::-1], color="#3182bd", label="kept")
         ax.legend(loc="lower right", fontsize=8)
-    ax.set_xlabel("hours")
+    ax.set_xlabel(unit)
     ax.set_title(title, fontsize=10)
     ax.tick_params(labelsize=8)
     return _png(plt, fig)
@@ -94,8 +114,9 @@ def histogram_plot(rows: Sequence[StatRow], title: str) -> str:
     ax.set_ylabel("clips")
     ax.set_xticks(x, [r.label for r in rows], fontsize=8)
     twin = ax.twinx()
-    twin.bar(x + 0.2, [r.hours for r in rows], width=0.4, color="#fd8d3c", label="hours")
-    twin.set_ylabel("hours")
+    per, unit = time_unit(max(r.ms for r in rows))
+    twin.bar(x + 0.2, [r.ms / per for r in rows], width=0.4, color="#fd8d3c", label=unit)
+    twin.set_ylabel(unit)
     ax.set_title(title, fontsize=10)
     fig.legend(loc="upper right", fontsize=8)
     return _png(plt, fig)
@@ -128,16 +149,34 @@ def cooccurrence_plot(stats: CorpusStats, top: int = 12) -> str:
     """Hours of the top tasks x top scenes."""
     tasks = [r.label for r in stats.top("per_task", top)]
     scenes = [r.label for r in stats.top("per_scene", top)]
-    cells = {(r.label, r.label2): r.hours for r in stats.section("cooccurrence")}
+    cells = {(r.label, r.label2): r.ms for r in stats.section("cooccurrence")}
     if not tasks or not scenes or not cells:
         return _empty_plot("task x scene")
-    grid = np.array([[cells.get((t, s), 0.0) for s in scenes] for t in tasks])
+    per, unit = time_unit(max(cells.values()))
+    grid = np.array([[cells.get((t, s), 0.0) / per for s in scenes] for t in tasks])
     plt, fig, ax = _figure(min(2 + 0.5 * len(scenes), 10), max(2.0, 0.35 * len(tasks) + 1.4))
     image = ax.imshow(grid, cmap="Blues", aspect="auto")
     ax.set_xticks(range(len(scenes)), scenes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(tasks)), tasks, fontsize=8)
-    fig.colorbar(image, ax=ax, label="hours")
-    ax.set_title("task x scene (hours)", fontsize=10)
+    fig.colorbar(image, ax=ax, label=unit)
+    ax.set_title(f"task x scene ({unit})", fontsize=10)
+    return _png(plt, fig)
+
+
+def score_plot(name: str, values: Sequence[float], lines: Sequence[tuple[str, str, float]]) -> str:
+    """Distribution of one quality score over clips, with each threshold in force drawn as a line."""
+    plt, fig, ax = _figure(3.4, 2.3)
+    data = np.asarray(values, dtype=np.float64)
+    ax.hist(data, bins=min(40, max(5, len(data) // 3)), color="#9ecae1", edgecolor="#6baed6")
+    for label, comparison, value in lines:
+        ax.axvline(value, color="#d62728", lw=1.5, ls="--")
+        rejected = int(np.sum(data < value) if comparison == ">=" else np.sum(data > value))
+        ax.text(value, ax.get_ylim()[1] * 0.92, f" {label} {comparison} {value:g}\n {rejected} below"
+                if comparison == ">=" else f" {label} {comparison} {value:g}\n {rejected} above",
+                color="#d62728", fontsize=7, va="top")  # fmt: skip
+    ax.set_title(f"{name} ({len(data)} clips)", fontsize=9)
+    ax.set_ylabel("clips", fontsize=8)
+    ax.tick_params(labelsize=7)
     return _png(plt, fig)
 
 
@@ -177,7 +216,11 @@ def _e(value: Any) -> str:
 
 
 def _hours(ms: int) -> str:
-    return f"{ms / MS_PER_HOUR:.3f}"
+    return format_duration(ms)
+
+
+def _step_hours(hours: float | None) -> str:
+    return "unknown (not probed)" if hours is None else format_duration(hours * MS_PER_HOUR)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -187,7 +230,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _stat_table(rows: Sequence[StatRow], first: str, second: str | None = None, top: int = 20) -> str:
-    headers = [first, *([second] if second else []), "clips", "hours", "kept hours"]
+    headers = [first, *([second] if second else []), "clips", "duration", "kept duration"]
     body = [
         [r.label, *([r.label2] if second else []), r.clips, _hours(r.ms), _hours(r.kept_ms)]
         for r in rows[:top]
@@ -209,8 +252,23 @@ def _gallery(samples: dict[str, list[dict[str, Any]]]) -> str:
             src = thumbnail(row)
             caption = f"{row.get('clip_id', '')[:10]} · {row.get('duration_s') or 0:.1f}s"
             body = _img(src, label) if src else "<div class=missing>frame unavailable</div>"
-            thumbs.append(f"<figure>{body}<figcaption>{_e(caption)}</figcaption></figure>")
+            thumbs.append(f"<figure>{body}<figcaption>{_e(caption)}{_provenance(row)}</figcaption></figure>")
         parts.append(f"<div class=gallery><h4>{_e(label)}</h4>{''.join(thumbs)}</div>")
+    return "".join(parts)
+
+
+def _model(model_id: str | None) -> str:
+    if not model_id:
+        return "<span class=warn>model unknown</span>"
+    flag = " <span class=warn>⚠ untrained</span>" if untrained(model_id) else ""
+    return f"<code>{_e(model_id)}</code>{flag}"
+
+
+def _provenance(row: dict[str, Any]) -> str:
+    """Which model gave this clip its label (and latents), under its thumbnail."""
+    parts = [f"<br>label ({_e(row.get('label_source') or '?')}): {_model(row.get('label_model'))}"]
+    if row.get("lam_model_id"):
+        parts.append(f"<br>latents: {_model(row.get('lam_model_id'))}")
     return "".join(parts)
 
 
@@ -246,6 +304,9 @@ table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px so
 th{background:#f0f0f0}img{max-width:100%}.gallery{display:inline-block;vertical-align:top;margin-right:1.2em}
 .gallery figure{display:inline-block;margin:.3em;text-align:center}
 .gallery img{height:110px}.gallery figcaption{font-size:.75em;color:#555}
+.banner{background:#fff3cd;border:2px solid #d39e00;border-radius:6px;padding:.7em 1em;margin:1em 0}
+.warn{color:#b00;font-weight:600}.thresholds{background:#f5f7fa;padding:.4em .8em;border-radius:4px}
+.scores img{width:330px}
 .missing{width:140px;height:100px;background:#eee;color:#999;font-size:.8em;display:flex;align-items:center;
 justify-content:center}.cols{display:flex;gap:1.5em;flex-wrap:wrap}
 """
@@ -264,6 +325,65 @@ window.addEventListener('load', function () {
 """
 
 
+def _banner(models: Sequence[dict[str, Any]]) -> str:
+    """The warning at the top when any label, caption or latent comes from random-init or test weights."""
+    bad = [m for m in models if untrained(m["model_id"])]
+    if not bad:
+        return ""
+    items = "".join(
+        f"<li>{_e(m['kind'])}: <code>{_e(m['model_id'])}</code> ({m['clips']} clips)</li>" for m in bad
+    )
+    return (
+        "<div class=banner id=untrained-banner><b>⚠ Placeholder outputs.</b> These come from random-init or "
+        "test models; treat the labels, captions and latents below as placeholders, not as facts about "
+        f"the footage:<ul>{items}</ul></div>"
+    )
+
+
+def _thresholds_line(data: ReportData) -> str:
+    if not data.thresholds:
+        return "<p class=thresholds id=thresholds><b>thresholds in force:</b> none (every clip is kept)</p>"
+    parts = []
+    for name, value in data.thresholds.items():
+        origin = "set" if name in data.threshold_overrides else "default"
+        parts.append(f"<code>{_e(name)}={value:g}</code> <small>({origin})</small>")
+    off = [n for n, v in data.threshold_overrides.items() if v is None]
+    tail = f" · turned off: {_e(', '.join(off))}" if off else ""
+    return f"<p class=thresholds id=thresholds><b>thresholds in force:</b> {' · '.join(parts)}{tail}</p>"
+
+
+def _models_table(models: Sequence[dict[str, Any]]) -> str:
+    if not models:
+        return "<p class=note>No labels, captions or latents yet.</p>"
+    rows = "".join(
+        f"<tr><td>{_e(m['kind'])}</td><td>{_model(m['model_id'])}</td><td>{m['clips']}</td></tr>"
+        for m in models
+    )
+    return (
+        f"<table id=models><thead><tr><th>output</th><th>model</th><th>clips</th></tr></thead>{rows}</table>"
+    )
+
+
+def _score_plots(data: ReportData) -> str:
+    if not data.quality:
+        return "<p class=note>No quality scores yet (the quality stage has not run).</p>"
+    plots = [
+        _img(score_plot(name, values, data.threshold_lines.get(name, [])), f"score {name}")
+        for name, values in data.quality.items()
+    ]
+    return f"<div class='cols scores'>{''.join(plots)}</div>"
+
+
+def _history(history: dict[str, list[list[Any]]]) -> str:
+    if not history:
+        return "<p class=note>No tables yet.</p>"
+    parts = []
+    headers = ["version", "time (UTC)", "operation", "rows added"]
+    for name, rows in history.items():
+        parts.append(f"<div><h4>{_e(name)}</h4>{_table(headers, rows)}</div>")
+    return f"<div class=cols>{''.join(parts)}</div>"
+
+
 def render_report(data: ReportData) -> str:
     """The whole report as one HTML string."""
     s, top = data.stats, data.top
@@ -271,8 +391,8 @@ def render_report(data: ReportData) -> str:
     tail = s.long_tail
     cards = [
         ("clips", summary.get("clips", 0)),
-        ("hours", f"{s.hours():.2f}"),
-        ("kept hours", f"{s.hours('kept_ms'):.2f}"),
+        ("duration", format_duration(summary.get("ms", 0))),
+        ("kept duration", format_duration(summary.get("kept_ms", 0))),
         ("videos", summary.get("videos", 0)),
         ("unique tasks", summary.get("unique_tasks", 0)),
         ("unique scenes", summary.get("unique_scenes", 0)),
@@ -283,27 +403,29 @@ def render_report(data: ReportData) -> str:
     tail_rows = [
         [kind, v.get("labels", 0), v.get("50", 0), v.get("90", 0), v.get("99", 0)] for kind, v in tail.items()
     ]
-    funnel_rows = [
-        [f["step"], f["count"], "" if f.get("hours") is None else f"{f['hours']:.3f}"] for f in data.funnel
-    ]
+    funnel_rows = [[f["step"], f["count"], _step_hours(f.get("hours"))] for f in data.funnel]
     sections = [
-        "<h1>egocurate corpus report</h1>"
+        "<h1>egocurate corpus report</h1>",
+        _banner(data.models),
         f"<p class=meta>catalog <code>{_e(data.catalog)}</code> · statistics run "
         f"<code>{_e(data.stats_run or 'not stored')}</code> ({_e(data.engine)}) · table versions "
-        f"<code>{_e(data.versions)}</code> · thresholds <code>{_e(data.thresholds or 'none')}</code></p>",
+        f"<code>{_e(data.versions)}</code></p>",
+        _thresholds_line(data),
         f"<div class=cards>{card_html}</div>",
+        "<h2>Models behind labels, captions and latents</h2>",
+        _models_table(data.models),
         "<h2>Tasks</h2>",
-        _img(bar_plot(s.section("per_task"), "hours per task", top), "hours per task"),
+        _img(bar_plot(s.section("per_task"), "time per task", top), "time per task"),
         _stat_table(s.section("per_task"), "task", top=top * 2),
         "<h3>Sample frames of the top tasks</h3>",
         _gallery(data.task_samples),
         "<h2>Scenes</h2>",
-        _img(bar_plot(s.section("per_scene"), "hours per scene", top), "hours per scene"),
+        _img(bar_plot(s.section("per_scene"), "time per scene", top), "time per scene"),
         _stat_table(s.section("per_scene"), "scene", top=top * 2),
         "<h3>Sample frames of the top scenes</h3>",
         _gallery(data.scene_samples),
         "<h2>Objects</h2>",
-        _img(bar_plot(s.section("per_object"), "hours per object", top), "hours per object"),
+        _img(bar_plot(s.section("per_object"), "time per object", top), "time per object"),
         "<h2>Sources and label sources</h2><div class=cols>",
         _stat_table(s.section("per_source"), "source", top=top),
         _stat_table(s.section("per_label_source"), "label source", top=top),
@@ -316,17 +438,25 @@ def render_report(data: ReportData) -> str:
         _stat_table(s.section("cooccurrence"), "task", "scene", top=top * 2),
         "<h2>Filtering</h2>",
         _img(funnel_plot(data.funnel), "filter funnel"),
-        _table(["step", "count", "hours"], funnel_rows),
+        _table(["step", "count", "duration"], funnel_rows),
+        "<h3>Quality scores and the thresholds in force</h3>",
+        _score_plots(data),
         "<div class=cols>",
         _stat_table(s.section("filter"), "kept / filtered"),
         _stat_table(s.section("filter_reason"), "reason filtered"),
         "</div>",
         _table(["stage", "error kind", "quarantined"], data.quarantine) if data.quarantine else "",
+        "<h3>Quarantine</h3>",
+        _table(["time", "stage", "kind", "uri", "message"], data.quarantine_rows)
+        if data.quarantine_rows
+        else "<p class=note>Nothing quarantined.</p>",
         "<h3>Near-duplicate groups</h3>",
         _dedup(data.dedup_groups),
         "<h2>Duration and resolution</h2>",
         _img(histogram_plot(s.section("duration_hist"), "clip duration"), "clip duration"),
         _img(histogram_plot(s.section("resolution_hist"), "resolution (short side)"), "resolution"),
+        "<h2>Run history</h2>",
+        _history(data.history),
     ]
     return (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>egocurate corpus report</title>"

@@ -35,6 +35,30 @@ RESOLUTION_BINS = (
 UNKNOWN = "unknown"
 
 
+def format_duration(ms: float | None) -> str:
+    """A duration at a precision that fits its size: seconds under a minute, minutes under an hour,
+    hours above (a small corpus of 2.4 minutes does not read as "0.04 h")."""
+    if ms is None:
+        return "unknown"
+    seconds = float(ms) / 1000.0
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    hours = seconds / 3600
+    return f"{hours:,.2f} h" if hours < 1000 else f"{hours:,.0f} h"
+
+
+def iso_time(epoch_ms: int | float | None) -> str:
+    """A stored time (epoch milliseconds, as Delta records commits) as ISO-8601 UTC."""
+    if epoch_ms is None:
+        return ""
+    from datetime import UTC, datetime
+
+    moment = datetime.fromtimestamp(float(epoch_ms) / 1000, UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def duration_label(lo: float, hi: float | None) -> str:
     return f"{lo}-{hi}s" if hi is not None else f">={lo}s"
 

@@ -105,6 +105,19 @@ def split_of(video_id: str, val_fraction: float, salt: str = "egocurate-split") 
     return "val" if hash_unit(f"{salt}:{video_id}") < val_fraction else "train"
 
 
+SPLIT_ALIASES = {"validation": "val", "valid": "val", "dev": "val", "training": "train"}
+
+
+def split_for(row: Mapping[str, Any], val_fraction: float, salt: str = "egocurate-split") -> str:
+    """The clip's split: the source's own (a manifest ``split`` column, in ``videos.split``), else by
+    hash of the video. Names are lower-cased; ``validation``/``valid``/``dev`` become ``val``."""
+    given = row.get("split")
+    if given is not None and str(given).strip():
+        name = str(given).strip().lower()
+        return SPLIT_ALIASES.get(name, name)
+    return split_of(row.get("video_id") or row["clip_id"], val_fraction, salt)
+
+
 def shuffled_ids(clip_ids: Iterable[str], seed: int) -> list[str]:
     """`clip_ids` in a seeded hash order: shards written this way hold a random mix of videos."""
     return sorted(clip_ids, key=lambda cid: hashlib.sha256(f"{seed}:{cid}".encode()).digest())

@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from egocurate.annotate.label_query import LabelQuery
+from egocurate.annotate.stats import format_duration
 from egocurate.catalog.store import Catalog
 from egocurate.cli.options import CatalogOption, ThresholdOption, cell, console, fail, parse_thresholds
 
@@ -55,7 +56,7 @@ def report(
     console.print(
         f"report: [bold]{path}[/] ({path.stat().st_size / 1024:.0f} KiB) · "
         f"{stats.summary.get('clips', 0)} clips, "
-        f"{stats.hours():.2f} h · statistics run {run_id or '(not stored)'}"
+        f"{format_duration(stats.summary.get('ms', 0))} · statistics run {run_id or '(not stored)'}"
     )
 
 
@@ -77,7 +78,11 @@ def stats(
     table.add_column("statistic")
     table.add_column("value", justify="right")
     for key, value in result.summary.items():
-        table.add_row(key, f"{value / 3_600_000:.3f} h" if key.endswith("ms") else str(value))
+        if key == "ms" or key.endswith("_ms"):  # stored in milliseconds; shown as a duration
+            label = "duration" if key == "ms" else key[: -len("_ms")].replace("_", " ") + " duration"
+            table.add_row(label, format_duration(value))
+        else:
+            table.add_row(key.replace("_", " "), str(value))
     for kind, cover in result.long_tail.items():
         table.add_row(f"{kind}s covering 50/90/99% of hours", f"{cover['50']}/{cover['90']}/{cover['99']}")
     console.print(table)

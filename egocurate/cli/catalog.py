@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from egocurate.annotate.stats import iso_time
 from egocurate.catalog.store import Catalog
 from egocurate.cli.options import CatalogOption, OutputFormat, console, fail, print_arrow
 
@@ -76,7 +77,7 @@ def catalog_history(table: Annotated[str, typer.Argument()], catalog: CatalogOpt
     for row in rows:
         metrics = row.get("operationMetrics") or {}
         added = metrics.get("num_added_rows", metrics.get("num_target_rows_inserted", ""))
-        out.add_row(str(row.get("version")), str(row.get("timestamp")), str(row.get("operation")),
+        out.add_row(str(row.get("version")), iso_time(row.get("timestamp")), str(row.get("operation")),
                     str(row.get("egocurate.operation", "")), str(added))  # fmt: skip
     console.print(out)
 

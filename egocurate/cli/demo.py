@@ -60,8 +60,8 @@ def demo(
 def demo_exports(catalog: Catalog, out, progress: bool = False) -> dict[str, str]:
     """Shards, the DreamDojo MP4 tree and the LeRobot dataset of a demo catalog, under `out`.
 
-    What ``egocurate demo`` runs after its pipeline; clips too short for an export are reported,
-    not fatal. Returns where each output went.
+    What ``egocurate demo`` runs after its pipeline; clips an export leaves out (too short, too slow)
+    are reported, not fatal. Returns where each output went.
     """
     from pathlib import Path
 
@@ -78,6 +78,6 @@ def demo_exports(catalog: Catalog, out, progress: bool = False) -> dict[str, str
     lerobot = export_lerobot(catalog, str(out / "lerobot_export"), progress=progress)
     return {
         "shards": shards.manifest_url,
-        "dreamdojo": f"{dreamdojo.out} ({dreamdojo.written} clips, {len(dreamdojo.skipped)} too short)",
+        "dreamdojo": f"{dreamdojo.out} ({dreamdojo.written} clips, {len(dreamdojo.skipped)} left out)",
         "lerobot": f"{lerobot.out} ({lerobot.written} episodes)",
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -20,6 +21,23 @@ from egocurate.cli.options import (
     first_reasons,
     parse_thresholds,
 )
+
+
+class LowFps(StrEnum):
+    """What to do with a source slower than the target rate (frames are never duplicated)."""
+
+    native = "native"
+    refuse = "refuse"
+
+
+LowFpsOption = Annotated[
+    LowFps,
+    typer.Option(
+        "--low-fps",
+        help="A source slower than --fps: keep its own rate (native) or leave it out (refuse). "
+        "Frames are never duplicated.",
+    ),
+]
 
 app = typer.Typer(help="Exports the DreamDojo trainer reads as they are.", no_args_is_help=True)
 
@@ -40,8 +58,13 @@ def export_dreamdojo_cmd(
     query: QueryOption = None,
     task: TaskOption = None,
     fps: Annotated[
-        float, typer.Option(help="Resample clips to this rate (post-training uses 10 Hz).")
-    ] = 10.0,
+        float | None,
+        typer.Option(
+            help="Render clips at this rate (downsampling only). Default: the latent-action model's "
+            "rate (native / LAM stride), the rate shards use."
+        ),
+    ] = None,
+    low_fps: LowFpsOption = LowFps.native,
     min_frames: Annotated[int, typer.Option(min=14, help="The loader needs at least 14 frames.")] = 14,
     width: Annotated[int, typer.Option(min=16)] = 640,
     height: Annotated[int, typer.Option(min=16)] = 480,
@@ -60,6 +83,7 @@ def export_dreamdojo_cmd(
         query=query,
         task=task,
         fps=fps,
+        low_fps=str(low_fps),
         min_frames=min_frames,
         width=width,
         height=height,
@@ -76,7 +100,10 @@ def export_lerobot_cmd(
     out: Annotated[str, typer.Option("--out", "-o", help="LeRobot v2.1 dataset folder.")],
     query: QueryOption = None,
     task: TaskOption = None,
-    fps: Annotated[float, typer.Option(help="Dataset frame rate (clips are resampled to it).")] = 10.0,
+    fps: Annotated[
+        float,
+        typer.Option(help="Dataset frame rate: faster clips are resampled down to it, slower ones left out."),
+    ] = 10.0,
     width: Annotated[int, typer.Option(min=16)] = 640,
     height: Annotated[int, typer.Option(min=16)] = 480,
     val_fraction: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
@@ -86,7 +113,13 @@ def export_lerobot_cmd(
     progress: ProgressOption = True,
     replace: ReplaceOption = False,
 ) -> None:
-    """Write a LeRobot v2.1 dataset: one episode per clip, latent actions as `action`."""
+    """Write a LeRobot v2.1 dataset: one episode per clip, latent actions as `action`.
+
+    Read by lerobot's LeRobotDataset (v2.1). NOT by DreamDojo's robot loader: it accepts only its
+    embodiment tags (gr1, g1, agibot, yam), hard-codes their video keys and needs `state` columns,
+    which egocentric video lacks. For DreamDojo use `export dreamdojo` or shards with
+    egocurate.integrations.dreamdojo.
+    """
     from egocurate.export.lerobot import export_lerobot
 
     _run_export(

@@ -8,6 +8,7 @@ import typer
 
 from egocurate.catalog.store import Catalog
 from egocurate.cli import options
+from egocurate.cli.export import LowFps, LowFpsOption
 
 app = typer.Typer(help="Training shards for streaming loaders.", no_args_is_help=True)
 
@@ -21,6 +22,7 @@ def shards_write(
     fps: Annotated[
         float | None, typer.Option(help="Clip frame rate (default: the latent-action model's).")
     ] = None,
+    low_fps: LowFpsOption = LowFps.native,
     width: Annotated[int, typer.Option(min=16)] = 640,
     height: Annotated[int, typer.Option(min=16)] = 480,
     target_mb: Annotated[float, typer.Option(min=0.01, help="Target shard size in MiB.")] = 512,
@@ -37,6 +39,7 @@ def shards_write(
 
     params = ShardParams(
         fps=fps,
+        low_fps=str(low_fps),
         width=width,
         height=height,
         min_frames=min_frames,

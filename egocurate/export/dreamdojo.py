@@ -9,9 +9,10 @@ at least 14 frames.
 
 The MP4 export therefore refuses a root that trips those rules, names files by ``clip_id`` (hex,
 which can hold none of the words) inside a folder per task whose name is rewritten to avoid them
-("bright pad" becomes ``brgt_pd``: renamed, not lost), resamples every clip to a target rate
-(10 Hz, as in DreamDojo post-training), and writes ``clips.parquet`` mapping each file back to the
-catalog.
+("bright pad" becomes ``brgt_pd``: renamed, not lost), renders every clip at the frame rate
+shards use (by default the latent-action model's rate; see ``media.encode.render_rate_plan``: a slower
+source is never frame-duplicated), and writes ``clips.parquet`` mapping each file back to the
+catalog, with the fps each clip was rendered at (also in ``egocurate_export.json``).
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from egocurate.catalog.rows import first_present, source_span
-from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, select_clips
+from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, select_clips, split_for
 from egocurate.catalog.store import Catalog
 from egocurate.export.common import ExportReport, Staging, write_atomic
-from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, resample_indices
+from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, render_rate_plan
 
 DROPPED_WORDS = ("left", "right", "resize", "pad")
 ROUTING_WORDS = ("g1", "gr1", "yam", "agibot", "droid", "egodex_21", "xdof")
@@ -76,11 +77,16 @@ def render_export_clip(
     height: int | None,
     min_frames: int,
     crf: int,
+    lam_stride: int | None = None,
+    low_fps: str = "native",
 ) -> tuple[bytes, list[int], float]:
-    """(MP4 bytes, source offsets, fps) of one clip resampled to `fps`, centre-cropped and resized."""
+    """(MP4 bytes, source offsets, fps) of one clip at the shared frame-rate rule, cropped and resized.
+
+    See ``media.encode.render_rate_plan``: `fps` None is the latent-action model's rate, as in shards; a
+    source below `fps` keeps its own rate or is refused (`low_fps`), never frame-duplicated.
+    """
     uri, start, end, src_fps, size = source_span(view_row)
-    offsets = resample_indices(end - start, src_fps, fps)
-    out_fps = float(fps or src_fps)
+    offsets, out_fps = render_rate_plan(end - start, src_fps, fps, lam_stride, low_fps)
     if len(offsets) < min_frames:
         raise ValueError(f"{len(offsets)} frames at {out_fps:g} fps < {min_frames}")
     frames = iter_source_frames(uri, [start + o for o in offsets], width, height, size)
@@ -92,7 +98,7 @@ def export_dreamdojo(
     out: str,
     query: str | None = None,
     task: str | None = None,
-    fps: float | None = 10.0,
+    fps: float | None = None,
     min_frames: int = DREAMDOJO_MIN_FRAMES,
     width: int | None = 640,
     height: int | None = 480,
@@ -101,18 +107,21 @@ def export_dreamdojo(
     workers: int | None = None,
     progress: bool = True,
     replace: bool = False,
+    low_fps: str = "native",
 ) -> ExportReport:
     """Write the selected clips as ``<out>/<task>/<clip_id>.mp4`` for DreamDojo's human-video loader.
 
-    `fps` None keeps each clip's rate; `width`/`height` None keep the source size (the trainer
-    centre-crops to 4:3 and resizes to 480x640 itself; 640x480 here saves it the work). The tree is
-    staged next to `out` and swapped in whole (``export.common.Staging``); `replace` accepts
+    `fps` None renders at the latent-action model's rate (each clip's native rate / its LAM stride,
+    the rate shards use), native where a clip has no latent actions; a number resamples down to it,
+    and a slower source keeps its own rate or, with `low_fps` "refuse", is left out. `width`/`height`
+    None keep the source size (the trainer centre-crops to 4:3 and resizes to 480x640 itself). The
+    tree is staged next to `out` and swapped in whole (``export.common.Staging``); `replace` accepts
     dropping most of an earlier export.
     """
     staging = Staging(check_dreamdojo_root(out), MARKER)
     try:
         return _export(staging, catalog, query, task, fps, min_frames, width, height, crf, thresholds,
-                       workers, progress, replace)  # fmt: skip
+                       workers, progress, replace, low_fps)  # fmt: skip
     finally:
         staging.abandon()  # a no-op once published
 
@@ -131,16 +140,19 @@ def _export(
     workers: int | None,
     progress: bool,
     replace: bool,
+    low_fps: str,
 ) -> ExportReport:
     started = time.perf_counter()
     root = staging.path
     view = select_clips(catalog, query, task, thresholds)
     rows = view.to_pylist()
+    strides = {r["clip_id"]: r.get("lam_stride") for r in rows}  # clip_view carries clip_latents' stride
     report = ExportReport(out=str(staging.out))
     index_rows = []
 
     def build(row: dict) -> tuple[bytes, list[int], float]:
-        return render_export_clip(row, fps, width, height, min_frames, crf)
+        stride = strides.get(row["clip_id"])
+        return render_export_clip(row, fps, width, height, min_frames, crf, stride, low_fps)
 
     workers = workers or max(1, os.cpu_count() or 1)
     for row, result in tqdm(
@@ -168,8 +180,11 @@ def _export(
                 "start_s": row.get("start_s"),
                 "end_s": row.get("end_s"),
                 "fps": out_fps,
+                "source_fps": row.get("fps"),
+                "lam_stride": strides.get(row["clip_id"]),
                 "num_frames": len(offsets),
                 "task": label,
+                "split": split_for(row, 0.0),  # the source's split; DreamDojo's loader reads every file
                 "folder": folder,
                 "source": row.get("source"),
                 "dataset": row.get("dataset"),
@@ -188,6 +203,8 @@ def _export(
         "query": query or DEFAULT_QUERY,
         "task": task,
         "fps": fps,
+        "low_fps": low_fps,
+        "rendered_fps": sorted({round(float(r["fps"]), 4) for r in index_rows}),
         "size": [width, height],
         "min_frames": min_frames,
         "written": report.written,

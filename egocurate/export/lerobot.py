@@ -1,6 +1,13 @@
 """LeRobot v2.1 export: one episode per clip, latent actions as the ``action`` feature.
 
-Layout (what LeRobot v2.1 and GR00T-style loaders, DreamDojo's included, read)::
+Who reads it: ``lerobot``'s ``LeRobotDataset`` (v2.1 codebase, tested with lerobot 0.3.3) does.
+DreamDojo's robot loader (``groot_dreams``' ``WrappedLeRobotSingleDataset``) does **not**: it accepts
+only its embodiment tags (gr1, g1, agibot, yam; ``human_egocentric`` is no valid ``EmbodimentTag``),
+reads hard-coded per-embodiment video keys (such as ``ego_view_freq20``) and needs ``state``
+columns, which egocentric video does not have. Train DreamDojo on human video from the MP4 export
+or, with the precomputed latent actions, from shards (``egocurate.integrations.dreamdojo``).
+
+Layout::
 
     meta/info.json              codebase_version v2.1, features, path templates, fps, splits
     meta/episodes.jsonl         {"episode_index", "tasks", "length"} per episode
@@ -33,10 +40,10 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from egocurate.catalog.rows import align_latent_actions, first_present, source_span
-from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, latents_for, select_clips, split_of
+from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, latents_for, select_clips, split_for
 from egocurate.catalog.store import Catalog
 from egocurate.export.common import ExportReport, Staging, write_atomic
-from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, resample_indices
+from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, render_rate_plan
 
 CODEBASE_VERSION = "v2.1"
 VIDEO_KEY = "observation.images.ego_view"
@@ -54,6 +61,7 @@ SCALARS = {
 }
 MARKER = "meta/egocurate_export.json"
 SIDECAR = "meta/egocurate_episodes.parquet"  # episode -> clip_id (also how a re-export compares)
+SPLIT_ORDER = {"train": 0, "val": 1}
 
 
 def features(fps: float, width: int, height: int, action_dim: int = LATENT_DIM) -> dict[str, Any]:
@@ -149,9 +157,13 @@ def render_episode(
     min_frames: int,
     crf: int,
 ) -> dict[str, Any]:
-    """One clip as an episode: MP4 bytes, per-frame actions and image statistics."""
+    """One clip as an episode: MP4 bytes, per-frame actions and image statistics.
+
+    The dataset has one frame rate, so a source slower than `fps` is refused (``LowFrameRate``),
+    never frame-duplicated up to it.
+    """
     uri, start, end, src_fps, size = source_span(view_row)
-    offsets = resample_indices(end - start, src_fps, fps)
+    offsets, _ = render_rate_plan(end - start, src_fps, fps, None, "refuse")
     if len(offsets) < min_frames:
         raise ValueError(f"{len(offsets)} frames at {fps:g} fps < {min_frames}")
     stats = ImageStats()
@@ -175,6 +187,7 @@ def render_episode(
         "image_stats": stats.as_dict(),
         "alignment": alignment,
         "offsets": offsets,
+        "lam_model_id": lat.get("lam_model_id") if actions is not None else None,
     }
 
 
@@ -198,9 +211,10 @@ def export_lerobot(
 ) -> ExportReport:
     """Write the selected clips as a LeRobot v2.1 dataset with latent actions as ``action``.
 
-    Episodes are ordered train first, then validation (split by a hash of ``video_id``), and
-    ``info.json``'s ``splits`` gives both ranges. The dataset is staged next to `out` and swapped
-    in whole (``export.common.Staging``); `replace` accepts dropping most of an earlier export.
+    Episodes are ordered by split, train first, then val, then any other: each clip's source split
+    (a manifest ``split`` column) where it has one, else by a hash of ``video_id``. ``info.json``'s
+    ``splits`` gives each range. The dataset is staged next to `out` and swapped in whole
+    (``export.common.Staging``); `replace` accepts dropping most of an earlier export.
     """
     staging = Staging(out, MARKER)
     try:
@@ -232,9 +246,9 @@ def _export(
     root = staging.path
     view = select_clips(catalog, query, task, thresholds).to_pylist()
     latents = latents_for(catalog, [r["clip_id"] for r in view])
-    view.sort(
-        key=lambda r: (split_of(r.get("video_id") or r["clip_id"], val_fraction) != "train", r["clip_id"])
-    )
+    for row in view:
+        row["_split"] = split_for(row, val_fraction)
+    view.sort(key=lambda r: (SPLIT_ORDER.get(r["_split"], len(SPLIT_ORDER)), r["_split"], r["clip_id"]))
     report = ExportReport(out=str(staging.out))
 
     def build(row: dict) -> dict[str, Any]:
@@ -243,7 +257,7 @@ def _export(
     tasks: dict[str, int] = {}
     episodes, episode_stats, sidecar = [], [], []
     all_actions, all_scalars = [], {name: [] for name in SCALARS}
-    n_train = 0
+    split_counts: dict[str, int] = {}
     index = 0
     workers = workers or max(1, os.cpu_count() or 1)
     for row, result in tqdm(
@@ -288,8 +302,7 @@ def _export(
             all_scalars[name].append(columns[name])
         episode_stats.append({"episode_index": episode, "stats": stats})
         all_actions.append(result["actions"])
-        if split_of(row.get("video_id") or row["clip_id"], val_fraction) == "train":
-            n_train += 1
+        split_counts[row["_split"]] = split_counts.get(row["_split"], 0) + 1
         sidecar.append(
             {
                 "episode_index": episode,
@@ -299,8 +312,10 @@ def _export(
                 "start_frame": row.get("start_frame"),
                 "end_frame": row.get("end_frame"),
                 "task": label,
+                "split": row["_split"],
                 "has_latent_actions": result["alignment"] is not None,
                 "latent_actions_alignment": result["alignment"],
+                "lam_model_id": result["lam_model_id"],
             }
         )
         index += length
@@ -310,9 +325,11 @@ def _export(
     meta.mkdir(parents=True, exist_ok=True)
     total = len(episodes)
     fps_value: float | int = int(fps) if float(fps).is_integer() else float(fps)
-    splits = {"train": f"0:{n_train}"}
-    if n_train < total:
-        splits["val"] = f"{n_train}:{total}"
+    splits, first = {}, 0
+    for name, count in split_counts.items():  # episodes are ordered by split: contiguous ranges
+        splits[name] = f"{first}:{first + count}"
+        first += count
+    splits = splits or {"train": "0:0"}
     info = {
         "codebase_version": CODEBASE_VERSION,
         "robot_type": robot_type,
@@ -327,6 +344,7 @@ def _export(
         "data_path": DATA_PATH,
         "video_path": VIDEO_PATH,
         "features": features(fps_value, width, height),
+        "egocurate_action": action_provenance(sidecar),
     }
     (meta / "info.json").write_text(json.dumps(info, indent=4))
     _jsonl(meta / "episodes.jsonl", episodes)
@@ -346,6 +364,9 @@ def _export(
         "catalog_version": catalog_version(catalog),
         "query": query or DEFAULT_QUERY,
         "task": task,
+        "fps": fps_value,
+        "rendered_fps": [fps_value] if total else [],
+        "action": action_provenance(sidecar),
         "skipped": report.skipped,
     }
     (root / MARKER).write_text(json.dumps(marker, indent=2))
@@ -358,6 +379,36 @@ def _export(
     )
     report.seconds = time.perf_counter() - started
     return report
+
+
+def action_provenance(episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which latent-action model (id and checkpoint hash) produced ``action``, and for how many episodes.
+
+    Model ids are ``file@sha256-prefix`` for a weights file (``latent_actions.common.file_model_id``)
+    or ``lam-random-init-...`` for an untrained model, which is flagged ``random_init``.
+    """
+    models: dict[str, dict[str, Any]] = {}
+    for episode in episodes:
+        model_id = episode.get("lam_model_id")
+        if model_id is None:
+            continue
+        name, _, digest = model_id.partition("@")
+        entry = models.setdefault(
+            model_id,
+            {
+                "checkpoint": name if digest else None,
+                "checkpoint_hash": digest or None,
+                "random_init": "random-init" in model_id,
+                "episodes": 0,
+            },
+        )
+        entry["episodes"] += 1
+    return {
+        "kind": "latent_actions",
+        "dim": LATENT_DIM,
+        "models": models,
+        "episodes_without_actions": sum(1 for e in episodes if e.get("lam_model_id") is None),
+    }
 
 
 def _jsonl(path: Path, rows: list[dict]) -> None:

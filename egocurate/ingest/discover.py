@@ -1,8 +1,10 @@
 """Find source videos: folders, globs, fsspec URLs (s3://, hf://, file://) and manifests.
 
 A manifest is a CSV or JSONL file with one row per video: a `uri` (or `path`) column plus optional
-`dataset`, `task_text` (or `task`, `caption`, `narration`), `split`, and any other columns, which
-are kept as JSON in `extra_json`. Relative uris in a manifest are resolved against its folder.
+`dataset`, `task_text` (or `task`, `caption`, `narration`, `description`: the first one present),
+`split`, and any other columns. Every column not mapped to a `videos` column is kept as JSON in
+`extra_json`, so with both `task` and `narration` the task is `task_text` and the narration stays
+in `extra_json`. Relative uris in a manifest are resolved against its folder.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from egocurate.storage import fsspec_options
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".mts")
 MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".ndjson")
 TASK_ALIASES = ("task_text", "task", "caption", "narration", "description")
-KNOWN = {"uri", "path", "dataset", "split", *TASK_ALIASES}
+MAPPED = ("dataset", "split")
 
 DISCOVERED_SCHEMA = pa.schema(
     [
@@ -61,8 +63,11 @@ def _is_video(name: str) -> bool:
 
 def _row(uri: str, source: str, meta: dict | None = None) -> dict:
     meta = dict(meta or {})
-    task = next((meta[k] for k in TASK_ALIASES if meta.get(k) not in (None, "")), None)
-    extra = {k: v for k, v in meta.items() if k not in KNOWN and v not in (None, "")}
+    task_key = next((k for k in TASK_ALIASES if meta.get(k) not in (None, "")), None)
+    task = meta[task_key] if task_key else None
+    uri_key = "uri" if meta.get("uri") else "path"
+    mapped = {uri_key, task_key, *MAPPED}
+    extra = {k: v for k, v in meta.items() if k not in mapped and v not in (None, "")}
     return {
         "uri": uri,
         "source": source,

@@ -40,6 +40,44 @@ def resample_indices(num_frames: int, src_fps: float, dst_fps: float | None) -> 
     return [min(num_frames - 1, int(np.floor(k * src_fps / dst_fps + 0.5))) for k in range(count)]
 
 
+LOW_FPS_POLICIES = ("native", "refuse")
+
+
+class LowFrameRate(ValueError):
+    """The source is slower than the target rate; duplicating frames to reach it would fake motion."""
+
+
+def render_rate_plan(
+    num_frames: int,
+    src_fps: float,
+    fps: float | None,
+    lam_stride: int | None = None,
+    low_fps: str = "native",
+) -> tuple[list[int], float]:
+    """(source frame offsets, output fps) of a clip: the one frame-rate rule of shards and exports.
+
+    - `fps` None: the latent-action model's rate, every `lam_stride`-th source frame, so rendered
+      pair i is exactly the LAM's pair i (native rate when the clip has no latent actions);
+    - a source at or above `fps`: nearest-frame resampling down to `fps`;
+    - a source below `fps` (by more than 1 %) is never frame-duplicated: `low_fps` "native" keeps its
+      own rate, "refuse" raises :class:`LowFrameRate`.
+    """
+    if low_fps not in LOW_FPS_POLICIES:
+        raise ValueError(f"low_fps {low_fps!r}: expected one of {', '.join(LOW_FPS_POLICIES)}")
+    if fps is None:
+        stride = max(1, int(lam_stride or 1))
+        return list(range(0, num_frames, stride)), src_fps / stride
+    if src_fps < float(fps) * 0.99:
+        if low_fps == "refuse":
+            raise LowFrameRate(
+                f"source at {src_fps:g} fps is below the target {float(fps):g} fps (low_fps=refuse)"
+            )
+        return list(range(num_frames)), float(src_fps)
+    if src_fps < float(fps):  # within 1 %: every frame, at the source's own rate
+        return list(range(num_frames)), float(src_fps)
+    return resample_indices(num_frames, src_fps, fps), float(fps)
+
+
 def resampled_length(num_frames: int, src_fps: float, dst_fps: float | None) -> int:
     """How many frames a clip has after :func:`resample_indices`."""
     return len(resample_indices(num_frames, src_fps, dst_fps))

@@ -9,15 +9,10 @@ DreamDojo's human-video loader (``groot_dreams/data/dataset_video.py``) yields, 
 
 The world model multiplies ``action[..., -32:]`` by the latent action it computes online from
 ``lam_video``. With shards, ``action[:, 352:384]`` holds the precomputed latent actions instead, and
-``latent_action_precomputed`` is True. The trainer then skips its online LAM; in
-``Text2WorldModelRectifiedFlow.forward`` the two-line change is::
-
-    if not bool(data_batch.get("latent_action_precomputed", torch.zeros(1)).all()):  # + this line
-        lam_video = rearrange(...)  # the existing LAM block, indented under the `if`, unchanged
-
-(the block ends with ``data_batch["action"][:, :, -32:] = data_batch["action"][:, :, -32:] *
-latent_action``). Clips without latent actions keep the ones placeholder and the flag False, so a
-mixed batch falls back to the online LAM. With ``lam_video=False`` the adapter skips building
+``latent_action_precomputed`` is True; ``egocurate.integrations.dreamdojo`` names the dataset and
+the model subclass DreamDojo's config uses so that the trainer keeps them as they are (no patch).
+Clips without latent actions keep the ones placeholder and the flag False, so a mixed batch falls
+back to the online LAM for those samples. With ``lam_video=False`` the adapter skips building
 ``lam_video`` (only the online LAM reads it).
 """
 

@@ -5,9 +5,11 @@ tokenizer latents and latent actions (when the catalog has them), labels, source
 Rows are written in a seeded hash order, so every shard and row group is a random mix of videos;
 the streaming loader then only needs a shard permutation and a bounded buffer to shuffle well.
 
-Train and validation are split by a hash of ``video_id``. Shards are closed, then renamed into
-place; the manifest is published last and atomically, then the shards are registered in the
-``shards`` table. A writer killed at any point leaves no manifest entry pointing at a partial file.
+Each clip goes to its source's split (a manifest ``split`` column, kept in ``videos.split``); where
+a source has none, train and validation are split by a hash of ``video_id``. Shards are closed,
+then renamed into place; the manifest is published last and atomically, then the shards are
+registered in the ``shards`` table. A writer killed at any point leaves no manifest entry pointing
+at a partial file.
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ from egocurate.catalog.selection import (
     latents_for,
     select_clips,
     shuffled_ids,
-    split_of,
+    split_for,
 )
 from egocurate.catalog.store import Catalog
-from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, resample_indices
+from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, render_rate_plan
 from egocurate.shards.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -101,6 +103,7 @@ class ShardParams:
     """How clips are rendered and packed (recorded in the manifest)."""
 
     fps: float | None = None  # None: the latent-action model's rate (native / lam_stride), else native
+    low_fps: str = "native"  # a source below `fps`: "native" keeps its rate, "refuse" leaves it out
     width: int = 640
     height: int = 480
     crf: int = 23
@@ -169,17 +172,14 @@ def load_latent(
 
 # ----------------------------------------------------------------------------- rows
 def clip_offsets(
-    num_frames: int, src_fps: float, fps: float | None, lam_stride: int | None
+    num_frames: int, src_fps: float, fps: float | None, lam_stride: int | None, low_fps: str = "native"
 ) -> tuple[list[int], float]:
-    """(source frame offsets, output fps) of a rendered clip.
+    """(source frame offsets, output fps) of a rendered clip (see ``media.encode.render_rate_plan``).
 
     `fps` None renders at the latent-action model's rate (every `lam_stride`-th frame, the frames
     the LAM saw), so latent actions line up exactly with consecutive frames; native rate otherwise.
     """
-    if fps is None:
-        stride = max(1, int(lam_stride or 1))
-        return list(range(0, num_frames, stride)), src_fps / stride
-    return resample_indices(num_frames, src_fps, fps), float(fps)
+    return render_rate_plan(num_frames, src_fps, fps, lam_stride, low_fps)
 
 
 def render_clip(
@@ -187,7 +187,7 @@ def render_clip(
 ) -> tuple[bytes, list[int], float]:
     """(MP4 bytes, source frame offsets, fps) of one clip at the training resolution and frame rate."""
     uri, start, end, src_fps, size = source_span(view_row)
-    offsets, out_fps = clip_offsets(end - start, src_fps, params.fps, lam_stride)
+    offsets, out_fps = clip_offsets(end - start, src_fps, params.fps, lam_stride, params.low_fps)
     if len(offsets) < params.min_frames:
         raise ClipTooShort(f"{len(offsets)} frames at {out_fps:g} fps < min_frames {params.min_frames}")
     frames = iter_source_frames(uri, [start + o for o in offsets], params.width, params.height, size)
@@ -412,9 +412,10 @@ def write_shards(
     latents = latents_for(catalog, list(rows_by_id))
     by_split: dict[str, list[str]] = {"train": [], "val": []}
     for cid, row in rows_by_id.items():
-        by_split[split_of(row.get("video_id") or cid, params.val_fraction, params.split_salt)].append(cid)
+        by_split.setdefault(split_for(row, params.val_fraction, params.split_salt), []).append(cid)
 
     skipped: dict[str, str] = {}
+    rendered_fps: set[float] = set()  # stated in the manifest: the rates the clips were rendered at
     shards: list[ShardInfo] = []
     splits: dict[str, dict[str, int]] = {}
     workers = workers or max(1, os.cpu_count() or 1)
@@ -439,6 +440,7 @@ def write_shards(
             if isinstance(result, Exception):
                 skipped[cid] = f"{type(result).__name__}: {result}"
                 continue
+            rendered_fps.add(round(float(result["fps"]), 4))
             writer.add(result)
         written = writer.close()
         shards.extend(written)
@@ -462,6 +464,7 @@ def write_shards(
             "thresholds": dict(thresholds or {}),
             "task": task,
             "skipped": len(skipped),
+            "rendered_fps": sorted(rendered_fps),
         },
         splits=splits,
     )

@@ -61,11 +61,15 @@ def build_sample_catalog(
     latents: bool = True,
     tokenizer_latents: bool = True,
     seed: int = 0,
+    lam_stride: int = 1,
+    splits: Sequence[str | None] | None = None,
 ) -> Catalog:
     """A catalog under `root` with `videos` synthetic videos cut into overlapping clips.
 
     Video i gets task ``tasks[i % len(tasks)]`` (a label in `clip_labels`), and clips are windows of
-    `clip_frames` frames every `clip_step` frames.
+    `clip_frames` frames every `clip_step` frames. Latent actions cover the pairs (k*s, (k+1)*s) of
+    source frames at `lam_stride` s, as the latent-action stage writes them. `splits[i]` is video i's
+    source split (as a manifest ``split`` column gives it); None leaves it to the hash split.
     """
     from egocurate.testing.videos import make_video
 
@@ -90,6 +94,7 @@ def build_sample_catalog(
                 "source": "synthetic",
                 "dataset": "egocurate-sample",
                 "task_text": task,
+                "split": splits[v] if splits else None,
                 "bytes": path.stat().st_size,
                 "duration_s": n / fps,
                 "fps": fps,
@@ -136,12 +141,12 @@ def build_sample_catalog(
                 }
             )
             if latents:
-                actions = latent_actions_for(clip_counter, clip_frames)
+                actions = latent_actions_for(clip_counter, (clip_frames - 1) // lam_stride + 1)
                 row = {
                     "clip_id": clip_id,
                     "video_id": video_id,
                     "lam_model_id": "sample-lam",
-                    "lam_stride": 1,
+                    "lam_stride": lam_stride,
                     "latent_actions": actions.astype("<f2").tobytes(),
                     "latent_actions_shape": list(actions.shape),
                 }

@@ -53,7 +53,7 @@ def loader_frames(path: Path) -> list:
 
 def test_export_survives_the_trainer_filters_and_renames_tricky_tasks(catalog, tmp_path):
     out = tmp_path / "human_video"
-    report = export_dreamdojo(catalog, str(out), width=160, height=120, progress=False)
+    report = export_dreamdojo(catalog, str(out), fps=10.0, width=160, height=120, progress=False)
     assert report.skipped == {} and report.written == 8
     kept = dreamdojo_walk(str(out))
     index = pq.read_table(out / "clips.parquet").to_pylist()

@@ -194,7 +194,8 @@ def test_demo_exports_write_shards_and_both_exports(catalog, tmp_path):
 
     paths = demo_exports(catalog, tmp_path)
     assert Path(paths["shards"]).is_file() and "6 episodes" in paths["lerobot"]
-    assert "0 clips, 6 too short" in paths["dreamdojo"]  # 20 frames at 15 fps are 13 at 10 Hz
+    # Rendered at the latent-action model's rate (stride 1: 15 fps), as the shards are: 20 frames each.
+    assert "6 clips, 0 left out" in paths["dreamdojo"]
     assert validate_v21(tmp_path / "lerobot_export")["total_episodes"] == 6
     manifest = json.loads(Path(paths["shards"]).read_text())
     assert manifest["splits"]["train"]["rows"] + manifest["splits"]["val"]["rows"] == 6

@@ -73,3 +73,20 @@ def test_missing_source_and_bad_manifest_are_clear_errors(tree):
     nouri.write_text('{"task": "x"}\n')
     with pytest.raises(SourceError, match="no 'uri' or 'path'"):
         discover([str(nouri)])
+
+
+def test_every_unmapped_manifest_column_survives(tree):
+    """`task` becomes task_text; `narration`, `caption` and a second uri column stay in extra_json."""
+    manifest = tree / "both.jsonl"
+    row = {"uri": "a/one.mp4", "path": "elsewhere/one.mp4", "task": "pour water", "narration": "I pour",
+           "caption": "a cup", "split": "test", "dataset": "ego", "scene_id": 7}  # fmt: skip
+    manifest.write_text(json.dumps(row) + "\n")
+    (out,) = discover([str(manifest)]).to_pylist()
+    assert (out["task_text"], out["split"], out["dataset"]) == ("pour water", "test", "ego")
+    assert json.loads(out["extra_json"]) == {
+        "path": "elsewhere/one.mp4", "narration": "I pour", "caption": "a cup", "scene_id": 7
+    }  # fmt: skip
+    csv_manifest = tree / "both.csv"
+    csv_manifest.write_text("path,narration,task\na/one.mp4,I pour,pour water\n")
+    (out,) = discover([str(csv_manifest)]).to_pylist()
+    assert out["task_text"] == "pour water" and json.loads(out["extra_json"]) == {"narration": "I pour"}

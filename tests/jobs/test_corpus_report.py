@@ -75,9 +75,25 @@ def catalog(tmp_path_factory) -> Catalog:
                 "task": ["push block", "push block", "stack block", "push block"],
                 "scene": ["office", "kitchen", "office", "kitchen"],
                 "label_source": ["given"] * 4,
+                "label_model": ["sentence-transformers/all-MiniLM-L6-v2"] * 4,
                 "objects": pa.array([["block"], ["block", "cup"], ["block"], []], pa.list_(pa.string())),
             }
         ),
+    )
+    cat.append(
+        tables.CLIP_QUALITY,
+        pa.table(
+            {
+                "clip_id": ["c1", "c2", "c3", "c4"],
+                "motion": pa.array([0.05, 1.5, 2.5, 3.0], pa.float32()),  # c1 is below min_motion 0.2
+                "blur": pa.array([40.0, 60.0, 80.0, 90.0], pa.float32()),
+                "brightness": pa.array([0.4, 0.5, 0.6, 0.45], pa.float32()),
+            }
+        ),
+    )
+    cat.append(
+        tables.CLIP_LATENTS,
+        pa.table({"clip_id": ["c1", "c2"], "lam_model_id": ["lam-random-init-seed0-1a2b3c4d"] * 2}),
     )
     cat.append(
         tables.CLIP_DEDUP,
@@ -114,7 +130,16 @@ def test_report_is_self_contained_and_its_images_decode(catalog, tmp_path):
     # Thumbnails: 2 top tasks and 2 top scenes, frames decoded from the clips; one video is missing.
     assert len(jpeg) >= 4 and all(min(i.size) > 20 for i in jpeg)
     assert "frame unavailable" in html
-    assert "<td>files discovered</td><td>3</td>" in html and "<td>videos</td><td>2</td>" in html
+    funnel = dict(re.findall(r"<tr><td>([^<]+)</td><td>(\d+)</td><td>[^<]*</td></tr>", html))
+    assert {k: funnel[k] for k in ("videos found", "probed", "quarantined: truncated", "clips", "kept")} == {
+        "videos found": "3",
+        "probed": "2",
+        "quarantined: truncated": "1",
+        "clips": "4",
+        "kept": "2",
+    }  # fmt: skip  (c1 moves too little, c3 is a near duplicate)
+    assert "<td>probed</td><td>2</td><td>5.0 s</td>" in html  # durations at a readable precision
+    assert "<td>quarantined: truncated</td><td>1</td><td>unknown (not probed)</td>" in html
     for text in (
         "push block",
         "stack block",
@@ -125,9 +150,54 @@ def test_report_is_self_contained_and_its_images_decode(catalog, tmp_path):
         "truncated",
         "representative",
         "labels for 50% of hours",
+        "moov atom not found",  # the quarantine table
+        "Run history",
     ):
         assert text in html, text
     assert stats.summary["clips"] == 4 and stats.long_tail["task"]["labels"] == 2
+
+
+def test_report_tells_what_is_a_guess_and_which_thresholds_filter(catalog, tmp_path):
+    path, _, _ = build_report(catalog, tmp_path / "r.html", thumbnails=1, store=False)
+    html = path.read_text()
+    banner = html.index("id=untrained-banner")
+    assert banner < html.index("<h2>")  # at the top
+    assert "lam-random-init-seed0-1a2b3c4d" in html[banner : html.index("</div>", banner)]
+    assert "all-MiniLM-L6-v2" not in html[banner : html.index("</div>", banner)]  # trained: no flag
+    line = html[html.index("id=thresholds") : html.index("</p>", html.index("id=thresholds"))]
+    assert "min_motion=0.2</code> <small>(default)" in line and "none" not in line
+    # Every quality score's distribution, each with the thresholds on it.
+    assert html.count('alt="score ') == 3
+    # Model ids under thumbnails: the label's and the latents' (flagged).
+    assert "label (given): <code>sentence-transformers/all-MiniLM-L6-v2</code>" in html
+    assert "latents: <code>lam-random-init-seed0-1a2b3c4d</code> <span class=warn>" in html
+    custom, _, _ = build_report(
+        catalog,
+        tmp_path / "c.html",
+        thresholds={"min_motion": 2.0, "min_blur": None},
+        thumbnails=0,
+        store=False,
+    )
+    line = custom.read_text().split("id=thresholds", 1)[1].split("</p>", 1)[0]
+    assert (
+        "min_motion=2</code> <small>(set)" in line and "min_blur" in line and "turned off: min_blur" in line
+    )
+
+
+def test_score_plot_draws_the_threshold():
+    from egocurate.annotate.report import score_plot, untrained
+
+    image = Image.open(
+        io.BytesIO(
+            base64.b64decode(score_plot("motion", [0.1, 1, 2, 3], [("min_motion", ">=", 0.2)]).split(",")[1])
+        )
+    )
+    pixels = image.convert("RGB").load()
+    red = sum(1 for x in range(image.width) for y in range(image.height) if pixels[x, y][0] > 200
+              and pixels[x, y][1] < 80 and pixels[x, y][2] < 80)  # fmt: skip
+    assert red > 20  # the dashed threshold line (and its label) is drawn in red
+    assert untrained("lam-random-init-seed0") and untrained("sample-lam") and untrained("clip:random_init")
+    assert not untrained("LAM_400k.safetensors@ab12cd34ef56") and not untrained("all-MiniLM-L6-v2")
 
 
 def test_report_renders_in_headless_chromium(catalog, tmp_path):
@@ -155,6 +225,10 @@ def test_report_renders_in_headless_chromium(catalog, tmp_path):
     assert attrs.get("data-images-total") == str(total) and total > 0
     assert attrs.get("data-images-ok") == str(total), attrs  # every image decoded in the browser
     assert "data-js-errors" not in attrs, attrs["data-js-errors"]
+    dom = proc.stdout  # what the browser built: banner first, the thresholds line, score plots, funnel
+    assert dom.index('id="untrained-banner"') < dom.index('id="thresholds"') < dom.index("<h2>")
+    assert "min_motion=0.2" in dom and dom.count('alt="score ') == 3
+    assert "<td>videos found</td>" in dom and "<td>quarantined: truncated</td>" in dom
     shot = tmp_path / "shot.png"
     subprocess.run(
         [*cmd[:-2], f"--screenshot={shot}", "--window-size=1200,2000", path.as_uri()],

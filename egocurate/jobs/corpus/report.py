@@ -11,8 +11,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from egocurate.annotate import stats as stats_sql
 from egocurate.annotate.report import ReportData, render_report
+from egocurate.catalog import tables
+from egocurate.catalog.keep import THRESHOLDS, effective_thresholds
 from egocurate.catalog.query import connect
 from egocurate.catalog.store import Catalog
 from egocurate.jobs.corpus.stats import StatsEngine, StatsStage, catalog_versions, commit_stats, compute
@@ -27,29 +31,132 @@ def _scalar(con: Any, query: str) -> int:
 
 
 def funnel(catalog: Catalog, con: Any, stats: stats_sql.CorpusStats) -> list[dict[str, Any]]:
-    """The filter funnel: files seen -> videos -> clips -> kept -> labelled, with hours where known."""
-    videos = _scalar(con, "SELECT COUNT(*) FROM videos")
-    quarantined_files = _scalar(con, "SELECT COUNT(DISTINCT key) FROM quarantine WHERE stage = 'ingest'")
-    video_ms = _scalar(con, "SELECT CAST(FLOOR(COALESCE(SUM(duration_s), 0) * 1000) AS BIGINT) FROM videos")
-    duplicates = _scalar(con, "SELECT COUNT(*) FROM clip_dedup WHERE is_representative = FALSE")
-    labelled = _scalar(con, "SELECT COUNT(*) FROM clip_view WHERE task IS NOT NULL")
-    kept_labelled = _scalar(con, "SELECT COUNT(*) FROM clip_view WHERE task IS NOT NULL AND keep")
+    """videos -> probed -> quarantined (by kind) -> too short -> clips -> kept, each with its hours.
+
+    Hours are None where nothing measured them (a file quarantined at ingest was never probed).
+    """
     h = stats_sql.MS_PER_HOUR
-    return [
-        {"step": "files discovered", "count": videos + quarantined_files, "hours": None},
-        {"step": "quarantined at ingest", "count": quarantined_files, "hours": None},
-        {"step": "videos", "count": videos, "hours": video_ms / h},
-        {"step": "clips", "count": stats.summary.get("clips", 0), "hours": stats.hours("ms")},
-        {"step": "near duplicates (not representative)", "count": duplicates, "hours": None},
-        {"step": "kept clips", "count": stats.summary.get("kept_clips", 0), "hours": stats.hours("kept_ms")},
-        {"step": "labelled clips", "count": labelled, "hours": None},
-        {"step": "kept and labelled", "count": kept_labelled, "hours": None},
+    videos = _scalar(con, "SELECT COUNT(*) FROM videos")
+    video_ms = _scalar(con, "SELECT CAST(FLOOR(COALESCE(SUM(duration_s), 0) * 1000) AS BIGINT) FROM videos")
+    try:
+        kinds = con.sql(
+            "SELECT COALESCE(error_kind, 'unknown'), COUNT(DISTINCT key) FROM quarantine "
+            "WHERE stage = 'ingest' GROUP BY 1 ORDER BY 2 DESC, 1"
+        ).fetchall()
+    except Exception:  # no quarantine table yet
+        kinds = []
+    quarantined = sum(int(n) for _, n in kinds)
+    short = "FROM videos v WHERE NOT EXISTS (SELECT 1 FROM clips c WHERE c.video_id = v.video_id)"
+    short_n = _scalar(con, f"SELECT COUNT(*) {short}")
+    short_ms = _scalar(con, f"SELECT CAST(FLOOR(COALESCE(SUM(v.duration_s), 0) * 1000) AS BIGINT) {short}")
+    clips, kept = stats.summary.get("clips", 0), stats.summary.get("kept_clips", 0)
+    steps = [
+        {"step": "videos found", "count": videos + quarantined, "hours": None},
+        {"step": "probed", "count": videos, "hours": video_ms / h},
     ]
+    steps += [{"step": f"quarantined: {kind}", "count": int(n), "hours": None} for kind, n in kinds]
+    steps += [
+        {"step": "too short (no clip)", "count": short_n, "hours": short_ms / h},
+        {"step": "clips", "count": clips, "hours": stats.hours("ms")},
+        {
+            "step": "filtered by thresholds",
+            "count": clips - kept,
+            "hours": (stats.summary.get("ms", 0) - stats.summary.get("kept_ms", 0)) / h,
+        },
+        {"step": "kept", "count": kept, "hours": stats.hours("kept_ms")},
+    ]
+    return steps
+
+
+MODEL_COLUMNS = (  # (what the model produced, table, model id column)
+    ("labels", "clip_labels", "label_model"),
+    ("captions", "clip_captions", "caption_model"),
+    ("latent actions", "clip_latents", "lam_model_id"),
+    ("tokenizer latents", "clip_tokenizer_latents", "tokenizer_id"),
+    ("embeddings", "clip_embeddings", "model_id"),
+)
+
+
+def models(con: Any) -> list[dict[str, Any]]:
+    """Which model produced each kind of output, with how many clips: the provenance the page shows.
+
+    Labels are split by their source (given text, caption, zero-shot), since the model's role differs.
+    """
+    out = []
+    for kind, table, column in MODEL_COLUMNS:
+        source = "label_source" if table == "clip_labels" else "NULL"
+        try:
+            rows = con.sql(
+                f"SELECT COALESCE({column}, 'unknown'), {source}, COUNT(*) FROM {table} "
+                "GROUP BY 1, 2 ORDER BY 3 DESC, 1"
+            ).fetchall()
+        except Exception:  # the stage has not run
+            continue
+        for model_id, how, n in rows:
+            label = f"{kind} ({how})" if how else kind
+            out.append({"kind": label, "model_id": str(model_id), "clips": int(n)})
+    return out
+
+
+def quality_values(con: Any, limit: int = 50_000) -> dict[str, list[float]]:
+    """Each quality score's values (up to `limit` clips), for the distribution plots."""
+    columns = [f.name for f in tables.CLIP_QUALITY.schema if pa.types.is_floating(f.type)]
+    columns = [c for c in columns if c not in ("duration_s", "fps")]
+    try:
+        table = con.sql(f"SELECT {', '.join(columns)} FROM clip_quality LIMIT {int(limit)}").to_arrow_table()
+    except Exception:
+        return {}
+    out = {}
+    for name in columns:
+        values = [float(v) for v in table.column(name).to_pylist() if v is not None and v == v]
+        if values:
+            out[name] = values
+    return out
+
+
+def threshold_lines(thresholds: Mapping[str, float] | None) -> dict[str, list[tuple[str, str, float]]]:
+    """Score column -> [(threshold name, comparison, value)] of the thresholds in force."""
+    out: dict[str, list[tuple[str, str, float]]] = {}
+    for name, value in effective_thresholds(thresholds).items():
+        column, comparison, _ = THRESHOLDS[name]
+        if comparison != "is":
+            out.setdefault(column, []).append((name, comparison, value))
+    return out
+
+
+def quarantine_rows(con: Any, limit: int = 100) -> list[list[Any]]:
+    """The latest quarantined items: time, stage, kind, uri, message."""
+    try:
+        rows = con.sql(
+            "SELECT time, stage, error_kind, uri, message FROM quarantine ORDER BY time DESC NULLS LAST, uri "
+            f"LIMIT {int(limit)}"
+        ).fetchall()
+    except Exception:
+        return []
+    return [[("" if t is None else str(t)[:19]), st, k, u, (m or "")[:200]] for t, st, k, u, m in rows]
+
+
+def run_history(catalog: Catalog, limit: int = 8) -> dict[str, list[list[Any]]]:
+    """The latest Delta commits of every table: version, ISO time, operation, rows added."""
+    out = {}
+    for name in catalog.tables():
+        try:
+            history = catalog.history(name, limit=limit)
+        except Exception:
+            continue
+        rows = []
+        for row in history:
+            metrics = row.get("operationMetrics") or {}
+            added = metrics.get("num_added_rows", metrics.get("num_target_rows_inserted", ""))
+            operation = row.get("egocurate.operation") or row.get("operation")
+            rows.append([row.get("version"), stats_sql.iso_time(row.get("timestamp")), operation, added])
+        out[name] = rows
+    return out
 
 
 SAMPLE_COLUMNS = (
     "clip_id, video_id, uri, clip_uri, start_frame, end_frame, width, height, video_width, video_height, "
-    "task, scene, duration_s"
+    "task, scene, duration_s, label_source, label_model, lam_model_id"
 )
 
 
@@ -117,8 +224,14 @@ def build_report(
             stats_run=run_id,
             engine=engine,
             versions=versions,
-            thresholds=dict(thresholds or {}),
+            thresholds=effective_thresholds(thresholds),
+            threshold_overrides=dict(thresholds or {}),
+            threshold_lines=threshold_lines(thresholds),
             funnel=funnel(catalog, con, stats),
+            models=models(con),
+            quality=quality_values(con),
+            quarantine_rows=quarantine_rows(con),
+            history=run_history(catalog),
             task_samples=samples(con, "task", [r.label for r in stats.top("per_task", top // 2)], thumbnails),
             scene_samples=samples(
                 con, "scene", [r.label for r in stats.top("per_scene", top // 2)], thumbnails
@@ -133,8 +246,6 @@ def build_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_report(data), encoding="utf-8")
     return path, run_id, stats
-
-
 
 
 class ReportStage(StatsStage):
