@@ -119,6 +119,8 @@ def test_cli_low_fps_flag(slow_catalog, tmp_path):
     args = ["export", "dreamdojo", "-c", slow_catalog.root, "--out", str(tmp_path / "x"), "--fps", "10",
             "--low-fps", "refuse", "--width", "160", "--height", "120", "--no-progress"]  # fmt: skip
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0 and "left out 1 clip" in result.output
+    # The only clip is refused, so the export writes nothing: said per clip, and an error (exit 2).
+    assert result.exit_code == 2 and "left out 1 clip" in result.output, result.output
+    assert "below the target 10 fps (low_fps=refuse)" in " ".join(result.output.split())
     bad = CliRunner().invoke(app, [*args[:-7], "--low-fps", "duplicate"])
     assert bad.exit_code == 2
