@@ -46,7 +46,7 @@ VOLATILE = {"time", "run_id", "rows_out"}  # rows_out: a ledger row repaired aft
 def make_sources(root: Path, videos: int) -> list[str]:
     """Two overlapping folders of distinct small videos, a byte copy and a truncated file."""
     seed = root / "seed.mp4"
-    make_video(seed, seed=3, scenes=2, scene_seconds=1.5, fps=10.0, width=160, height=120)
+    make_video(seed, seed=3, scenes=2, scene_seconds=2.0, fps=10.0, width=320, height=240)
     a, b = root / "a", root / "b"
     a.mkdir()
     b.mkdir()
