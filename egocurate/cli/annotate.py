@@ -18,7 +18,7 @@ from rich.table import Table
 
 from egocurate.annotate.label_query import LabelQuery
 from egocurate.annotate.stats import format_duration
-from egocurate.catalog.store import Catalog
+from egocurate.catalog.store import Catalog, CatalogPathError
 from egocurate.cli.options import CatalogOption, ThresholdOption, cell, console, fail, parse_thresholds
 
 app = typer.Typer(help="Labels, corpus statistics and the HTML report.", no_args_is_help=True)
@@ -30,7 +30,10 @@ class Engine(StrEnum):
 
 
 def _open(catalog: str) -> Catalog:
-    cat = Catalog(catalog, create=False)
+    try:
+        cat = Catalog(catalog, create=False)
+    except CatalogPathError as exc:
+        fail(str(exc))
     if "clips" not in cat.tables():
         fail(f"no clips table in {cat.root}; run the pipeline first")
     return cat

@@ -248,7 +248,10 @@ def test_report_command(catalog, tmp_path):
     words = " ".join(result.output.split())  # independent of terminal width and wrapping
     assert out.exists() and "4 clips" in words and len(_images(out.read_text())) >= 8
     missing = CliRunner().invoke(app, ["report", "--catalog", str(tmp_path / "empty"), "--out", str(out)])
-    assert missing.exit_code == 2 and "no clips table" in " ".join(missing.output.split())
+    assert missing.exit_code == 2 and "no catalog at" in " ".join(missing.output.split())
+    (tmp_path / "empty").mkdir()
+    no_clips = CliRunner().invoke(app, ["report", "--catalog", str(tmp_path / "empty"), "--out", str(out)])
+    assert no_clips.exit_code == 2 and "no clips table" in " ".join(no_clips.output.split())
 
 
 def test_demo_pipeline_stages_produce_labels_and_a_report(catalog, tmp_path):
