@@ -6,6 +6,7 @@ touches the catalog happens here, on the driver, so every engine commits the sam
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -190,6 +191,11 @@ def run_stage(
                 if committer.pending_rows >= commit_every:
                     committer.commit()
             committer.commit()
+        except Exception:
+            # An engine that gives up (lost nodes, no progress) keeps what its workers finished.
+            with contextlib.suppress(Exception):
+                committer.commit()
+            raise
         finally:
             bar.close()
     summary.seconds = time.perf_counter() - start

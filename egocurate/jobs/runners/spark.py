@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import sys
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from egocurate.catalog.store import Catalog
+from egocurate.jobs.runners import EngineError
 from egocurate.jobs.stage import MANIFEST_SCHEMA, Stage, run_on_worker
 
 MANIFEST_DDL = (
@@ -35,6 +37,24 @@ def _ready(stage: Stage, token: str) -> Stage:
     return _READY[token]
 
 
+def check_master(master: str) -> None:
+    """Fail in seconds when no standalone master answers at a ``spark://host:port[,host:port]`` URL."""
+    if not master.startswith("spark://"):
+        return
+    errors = []
+    for hostport in master.removeprefix("spark://").split(","):
+        host, _, port = hostport.rpartition(":")
+        try:
+            socket.create_connection((host, int(port or 7077)), timeout=5).close()
+            return
+        except (OSError, ValueError) as exc:
+            errors.append(f"{hostport}: {getattr(exc, 'strerror', None) or exc}")
+    raise EngineError(
+        f"cannot reach the Spark master at {master} ({'; '.join(errors)}); set --spark-master or "
+        "EGOCURATE_SPARK_MASTER to the master's spark://host:port"
+    )
+
+
 def spark_session(
     master: str | None = None, app_name: str = "egocurate", delta: bool = False, conf: dict | None = None
 ):
@@ -48,8 +68,10 @@ def spark_session(
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    master = master or os.environ.get("EGOCURATE_SPARK_MASTER", "local[*]")
+    check_master(master)
     builder = (
-        SparkSession.builder.master(master or os.environ.get("EGOCURATE_SPARK_MASTER", "local[*]"))
+        SparkSession.builder.master(master)
         .appName(app_name)
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.enabled", "false")
@@ -67,7 +89,14 @@ def spark_session(
                 "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
             )
         )
-    spark = builder.getOrCreate()
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:  # noqa: BLE001 - a session that cannot start is one line for the user
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EngineError(
+            f"cannot start Spark on {master}: {first}; check --spark-master / EGOCURATE_SPARK_MASTER "
+            "and --spark-conf"
+        ) from None
     spark.sparkContext.setLogLevel(os.environ.get("EGOCURATE_SPARK_LOG_LEVEL", "ERROR"))
     return spark
 

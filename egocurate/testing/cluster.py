@@ -1,0 +1,247 @@
+"""Real multi-node clusters on one machine, bound to loopback: Ray (``ray start``) and Spark standalone.
+
+Every process a cluster starts carries a marker in its environment (children inherit it), so the
+cluster finds, checks and stops exactly its own processes by PID, never by name. Before any work
+is sent, :meth:`check_loopback` verifies that each of them listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+MARKER = "EGOCURATE_CLUSTER_MARKER"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env_of(proc: psutil.Process) -> dict[str, str]:
+    try:
+        return proc.environ()
+    except (psutil.Error, OSError):
+        return {}
+
+
+class _MarkedCluster:
+    """Processes started with a per-node marker in their environment: find, check and stop them."""
+
+    def __init__(self) -> None:
+        self.id = uuid.uuid4().hex[:8]
+        self.nodes: list[str] = []
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"egc{self.id[:4]}", dir="/tmp"))  # short: AF_UNIX
+
+    def env(self, node: str, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({MARKER: f"{self.id}:{node}", **extra})
+        return env
+
+    def processes(self, node: str | None = None) -> list[psutil.Process]:
+        """This cluster's live processes (of one node, or all)."""
+        wanted = {f"{self.id}:{n}" for n in ([node] if node else self.nodes)}
+        out = []
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                mine = proc.pid != os.getpid() and _env_of(proc).get(MARKER) in wanted
+                if mine and proc.status() != psutil.STATUS_ZOMBIE:
+                    out.append(proc)
+        return out
+
+    def listening(self) -> list[tuple[str, int, str]]:
+        """(address, port, process name) of every socket this cluster's processes listen on."""
+        out = []
+        for proc in self.processes():
+            with contextlib.suppress(psutil.Error):
+                for conn in proc.net_connections(kind="inet"):
+                    if conn.status == psutil.CONN_LISTEN:
+                        out.append((conn.laddr.ip, conn.laddr.port, proc.name()))
+        return out
+
+    def check_loopback(self) -> list[tuple[str, int, str]]:
+        """Raise when any of our processes listens beyond loopback; returns what listens."""
+        listening = self.listening()
+        outside = [entry for entry in listening if entry[0] not in LOOPBACK]
+        if outside:
+            raise RuntimeError(f"cluster services listen beyond loopback, refusing to send work: {outside}")
+        if not listening:
+            raise RuntimeError("no cluster service is listening; the cluster did not start")
+        return listening
+
+    def kill_node(self, node: str, sig: int = signal.SIGKILL) -> None:
+        for proc in self.processes(node):
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(sig)
+
+    def stop(self) -> None:
+        """SIGTERM then SIGKILL every process of ours, by PID; remove the work folder."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            procs = self.processes()
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    proc.send_signal(sig)
+            psutil.wait_procs(procs, timeout=5)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class RayLoopbackCluster(_MarkedCluster):
+    """A Ray cluster of one head and any number of worker nodes, every service on 127.0.0.1.
+
+    Ray resolves ``--node-ip-address=127.0.0.1`` to a routable address (and then listens on it)
+    unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; that variable keeps every node, and the driver
+    (see :meth:`driver_env`), on loopback.
+    """
+
+    PINNED = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self._next_ports = 41000 + (int(self.id, 16) % 200) * 100
+
+    def _ray(self) -> str:
+        return str(Path(sys.executable).with_name("ray"))
+
+    def _start(self, node: str, args: list[str], num_cpus: int) -> None:
+        base, self._next_ports = self._next_ports, self._next_ports + 60
+        cmd = [
+            self._ray(), "start", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", "--num-gpus=0",
+            "--disable-usage-stats", f"--temp-dir={self.workdir}", f"--min-worker-port={base}",
+            f"--max-worker-port={base + 50}", f"--dashboard-agent-listen-port={free_port()}",
+            f"--object-store-memory={300 * 2**20}", *args,
+        ]  # fmt: skip
+        self.nodes.append(node)
+        env = self.env(node, **self.PINNED)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"ray start ({node}) failed: {done.stderr[-2000:]}")
+
+    def start_head(self, num_cpus: int = 1) -> str:
+        head = ["--head", f"--port={self.port}", "--include-dashboard=false"]
+        self._start("head", head, num_cpus)
+        return self.address
+
+    def add_worker(self, name: str = "worker", num_cpus: int = 1) -> None:
+        self._start(name, [f"--address={self.address}"], num_cpus)
+
+    def driver_env(self, **extra: str) -> dict[str, str]:
+        """The environment of a driver process (the CLI) that joins this cluster from loopback."""
+        return self.env("driver", **self.PINNED, **extra)
+
+    def wait_for_nodes(self, count: int, timeout: float = 60.0) -> None:
+        """Wait until ``count`` nodes are alive (asked in a child process, so this one stays Ray-free)."""
+        code = (
+            "import ray,sys,time\n"
+            f"ray.init(address='{self.address}', logging_level='ERROR', log_to_driver=False)\n"
+            f"end=time.time()+{timeout}\n"
+            f"while sum(n['Alive'] for n in ray.nodes())<{count} and time.time()<end: time.sleep(0.5)\n"
+            f"sys.exit(0 if sum(n['Alive'] for n in ray.nodes())>={count} else 1)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=self.driver_env(), capture_output=True, text=True,
+            timeout=timeout + 60,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"Ray cluster did not reach {count} alive nodes: {done.stderr[-1500:]}")
+
+
+class SparkLoopbackCluster(_MarkedCluster):
+    """A Spark standalone master and workers started with ``spark-class``, bound to 127.0.0.1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import pyspark
+
+        self.spark_home = Path(pyspark.__file__).parent
+        self.port = free_port()
+        self.master = f"spark://127.0.0.1:{self.port}"
+        self._popen: list[subprocess.Popen] = []
+
+    def _spark_env(self, node: str) -> dict[str, str]:
+        return self.env(
+            node,
+            SPARK_HOME=str(self.spark_home),
+            SPARK_LOCAL_IP="127.0.0.1",
+            SPARK_LOCAL_HOSTNAME="localhost",
+            SPARK_LOG_DIR=str(self.workdir / "logs"),
+            SPARK_WORKER_DIR=str(self.workdir / f"work-{node}"),
+            PYSPARK_PYTHON=sys.executable,
+        )
+
+    def _spawn(self, node: str, args: list[str]) -> None:
+        self.nodes.append(node)
+        log = open(self.workdir / f"{node}.log", "wb")  # noqa: SIM115 - lives as long as the process
+        cmd = [str(self.spark_home / "bin" / "spark-class"), *args]
+        self._popen.append(
+            subprocess.Popen(cmd, env=self._spark_env(node), stdout=log, stderr=subprocess.STDOUT)
+        )
+
+    def start_master(self) -> str:
+        self._spawn(
+            "master",
+            ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(self.port),
+             "--webui-port", str(free_port())],
+        )  # fmt: skip
+        _wait_port(self.port)
+        return self.master
+
+    def add_worker(self, name: str, cores: int = 1, memory: str = "1g") -> None:
+        self._spawn(
+            name,
+            ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--port", str(free_port()),
+             "--webui-port", str(free_port()), "--cores", str(cores), "--memory", memory, self.master],
+        )  # fmt: skip
+
+    def log(self, node: str) -> str:
+        return (self.workdir / f"{node}.log").read_text(errors="replace")
+
+    def wait_for_workers(self, count: int, timeout: float = 60.0) -> None:
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.log("master").count("Registering worker") >= count:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"Spark master did not register {count} workers: {self.log('master')[-1500:]}")
+
+    def executors(self, node: str) -> list[psutil.Process]:
+        """Executor JVMs launched by one worker node."""
+        return [
+            p for p in self.processes(node) if "CoarseGrainedExecutorBackend" in " ".join(_cmdline(p))
+        ]
+
+    def stop(self) -> None:
+        super().stop()
+        for proc in self._popen:
+            with contextlib.suppress(OSError):
+                proc.wait(timeout=5)
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _wait_port(port: int, timeout: float = 60.0) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.3)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s")
