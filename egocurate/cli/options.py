@@ -61,9 +61,7 @@ SparkMasterOption = Annotated[
 ]
 SparkConfOption = Annotated[
     list[str] | None,
-    typer.Option(
-        "--spark-conf", envvar="EGOCURATE_SPARK_CONF", help="Spark setting KEY=VALUE (repeatable)."
-    ),
+    typer.Option("--spark-conf", envvar="EGOCURATE_SPARK_CONF", help="Spark setting KEY=VALUE (repeatable)."),
 ]
 
 

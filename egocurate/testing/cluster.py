@@ -98,29 +98,42 @@ class _MarkedCluster:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+# `ray start` swaps --node-ip-address=127.0.0.1 for a routable address (and its services then
+# listen there); RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 would prevent that but also refuses worker
+# nodes. So each node is started through Ray's own CLI with that one swap turned off.
+_RAY_START = (
+    "import sys; from ray._private import services; services.resolve_ip_for_localhost = lambda host: host; "
+    "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; sys.exit(main())"
+)
+
+
 class RayLoopbackCluster(_MarkedCluster):
     """A Ray cluster of one head and any number of worker nodes, every service on 127.0.0.1.
 
-    Ray resolves ``--node-ip-address=127.0.0.1`` to a routable address (and then listens on it)
-    unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; that variable keeps every node, and the driver
-    (see :meth:`driver_env`), on loopback.
+    Nodes start with the address swap turned off (see ``_RAY_START``); a driver stays on loopback
+    with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (see :meth:`driver_env`; RayEngine sets it for a
+    loopback address).
     """
-
-    PINNED = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
     def __init__(self) -> None:
         super().__init__()
+        # Token auth with this cluster's own token: nodes and drivers get it, nothing else does.
+        self.PINNED = {
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex,
+        }
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self._next_ports = 41000 + (int(self.id, 16) % 200) * 100
 
-    def _ray(self) -> str:
-        return str(Path(sys.executable).with_name("ray"))
+    def _ray(self) -> list[str]:
+        return [sys.executable, "-c", _RAY_START]
 
     def _start(self, node: str, args: list[str], num_cpus: int) -> None:
         base, self._next_ports = self._next_ports, self._next_ports + 60
         cmd = [
-            self._ray(), "start", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", "--num-gpus=0",
+            *self._ray(), "start", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", "--num-gpus=0",
             "--disable-usage-stats", f"--temp-dir={self.workdir}", f"--min-worker-port={base}",
             f"--max-worker-port={base + 50}", f"--dashboard-agent-listen-port={free_port()}",
             f"--object-store-memory={300 * 2**20}", *args,
@@ -141,7 +154,7 @@ class RayLoopbackCluster(_MarkedCluster):
 
     def driver_env(self, **extra: str) -> dict[str, str]:
         """The environment of a driver process (the CLI) that joins this cluster from loopback."""
-        return self.env("driver", **self.PINNED, **extra)
+        return self.env("driver", **self.PINNED, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", **extra)
 
     def wait_for_nodes(self, count: int, timeout: float = 60.0) -> None:
         """Wait until ``count`` nodes are alive (asked in a child process, so this one stays Ray-free)."""
@@ -220,9 +233,7 @@ class SparkLoopbackCluster(_MarkedCluster):
 
     def executors(self, node: str) -> list[psutil.Process]:
         """Executor JVMs launched by one worker node."""
-        return [
-            p for p in self.processes(node) if "CoarseGrainedExecutorBackend" in " ".join(_cmdline(p))
-        ]
+        return [p for p in self.processes(node) if "CoarseGrainedExecutorBackend" in " ".join(_cmdline(p))]
 
     def stop(self) -> None:
         super().stop()
