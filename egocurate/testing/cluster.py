@@ -20,6 +20,62 @@ import uuid
 from pathlib import Path
 
 import psutil
+import yaml
+
+from egocurate.catalog.store import Catalog
+
+# What the cluster tests run: every engine must give the rows a local run gives.
+REPO = Path(__file__).resolve().parents[2]  # the checkout, for PYTHONPATH of CLI children
+VIDEOS = 4  # the smallest real recordings: enough batches to kill a node mid-stage, quick on 2 cores
+SHOTS = {"detector": "content", "min_clip_s": 2.0, "max_clip_s": 20.0, "batch_size": 1}
+CLUSTER_STAGES = [{"name": "ingest", "params": {"batch_size": 1}}, {"name": "shots", "params": SHOTS}]
+
+
+def write_pipeline(path: Path, catalog: Path, sources: Path, stages=None) -> Path:
+    """A pipeline file committing after every input row, so a kill always lands mid-stage."""
+    config = {"catalog": str(catalog), "engine": "local", "commit_every": 1, "progress": False,
+              "sources": [str(sources)], "stages": stages or CLUSTER_STAGES}  # fmt: skip
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def table_rows(catalog: Path, table: str, key: str) -> list[dict]:
+    rows = Catalog(catalog).read(table).sort_by(key).to_pylist()
+    assert rows, f"{table} is empty"
+    return rows
+
+
+def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:
+    """Wait for a CLI child; a hang fails the test with what it printed."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"the driver hung for {timeout} s:\n{out[-2000:]}\n{err[-3000:]}") from None
+    return proc.returncode, out, err
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.Popen:
+    """The real `egocurate` command in a child process (the driver), output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "egocurate.cli.main", *args], env={**env, "PYTHONPATH": str(REPO)},
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_for_commits(
+    catalog: Path, table: str, proc: subprocess.Popen, commits: int, timeout: float = 180
+) -> None:
+    """Block until `table` has `commits` data commits (after its creation) while `proc` runs."""
+    log = catalog / table / "_delta_log"
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        if log.is_dir() and len(list(log.glob("*.json"))) >= commits + 1:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {commits} commit(s) to {table} while the run went (rc={proc.poll()})")
+
 
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 MARKER = "EGOCURATE_CLUSTER_MARKER"

@@ -13,34 +13,21 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-import yaml
 
-from egocurate.catalog.store import Catalog
-from egocurate.jobs.config import PipelineConfig
-from egocurate.jobs.pipeline import run_pipeline
-from egocurate.testing.cluster import RayLoopbackCluster
+from egocurate.testing.cluster import (
+    REPO,
+    RayLoopbackCluster,
+    cli,
+    finish,
+    free_port,
+    table_rows,
+    wait_for_commits,
+    write_pipeline,
+)
 
 pytestmark = pytest.mark.cluster
-REPO = Path(__file__).resolve().parents[2]
-VIDEOS = 6  # the smallest real recordings: enough batches to kill a node mid-stage, quick on 2 cores
-STAGES = [
-    {"name": "ingest", "params": {"batch_size": 1}},
-    {
-        "name": "shots",
-        "params": {"detector": "content", "min_clip_s": 2.0, "max_clip_s": 20.0, "batch_size": 1},
-    },
-]
-
-
-@pytest.fixture(scope="module")
-def sources(shared_data, tmp_path_factory) -> Path:
-    src = tmp_path_factory.mktemp("ray_src")
-    for path in sorted(shared_data.glob("*.mp4"), key=lambda p: p.stat().st_size)[:VIDEOS]:
-        (src / path.name).symlink_to(path)
-    return src
 
 
 @pytest.fixture(scope="module")
@@ -59,34 +46,7 @@ def cluster():
 
 
 def _cli(cluster: RayLoopbackCluster, *args: str, **env: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "egocurate.cli.main", *args],
-        env=cluster.driver_env(PYTHONPATH=str(REPO), **env), cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-
-def _finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"the driver hung for {timeout} s:\n{out[-2000:]}\n{err[-3000:]}")
-    return proc.returncode, out, err
-
-
-def _pipeline(path: Path, catalog: Path, sources: Path, stages=STAGES) -> Path:
-    config = {"catalog": str(catalog), "engine": "local", "commit_every": 1, "progress": False,
-              "sources": [str(sources)], "stages": stages}  # fmt: skip
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def _rows(catalog: Path, table: str, key: str) -> list[dict]:
-    rows = Catalog(catalog).read(table).sort_by(key).to_pylist()
-    assert rows, f"{table} is empty"
-    return rows
+    return cli(cluster.driver_env(**env), *args)
 
 
 def _actor_nodes(cluster: RayLoopbackCluster) -> dict[str, list[str]]:
@@ -106,62 +66,53 @@ def _actor_nodes(cluster: RayLoopbackCluster) -> dict[str, list[str]]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _wait_for_commit(catalog: Path, table: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    log = catalog / table / "_delta_log"
-    end = time.time() + timeout
-    while time.time() < end and proc.poll() is None:
-        if log.is_dir() and len(list(log.glob("*.json"))) >= 2:  # created, then a first batch committed
-            return
-        time.sleep(0.2)
-    pytest.fail(f"no commit to {table} while the run was going (rc={proc.poll()})")
-
-
-def test_pipeline_spans_both_nodes_and_survives_losing_the_worker_node(cluster, sources, tmp_path):
-    local = tmp_path / "local"
-    run_pipeline(PipelineConfig(**yaml.safe_load(_pipeline(tmp_path / "l.yaml", local, sources).read_text())))
-
+def test_pipeline_spans_both_nodes_and_survives_losing_the_worker_node(
+    cluster, cluster_sources, cluster_reference, tmp_path
+):
     catalog = tmp_path / "ray"
-    pipeline = _pipeline(tmp_path / "r.yaml", catalog, sources)
+    pipeline = write_pipeline(tmp_path / "r.yaml", catalog, cluster_sources)
     args = ("run", str(pipeline), "--engine", "ray", "--ray-address", cluster.address)
     proc = _cli(cluster, *args)
-    _wait_for_commit(catalog, "clips", proc)
+    wait_for_commits(catalog, "clips", proc, 1)
     placed = _actor_nodes(cluster)
     assert len(placed["actor_nodes"]) == 2 and set(placed["actor_nodes"]) == set(placed["nodes"]), placed
     (raylet,) = [p for p in cluster.processes("worker") if p.name() == "raylet"]
     raylet.kill()  # SIGKILL: the worker node is gone mid-stage
-    code, out, err = _finish(proc)
+    code, out, err = finish(proc)
     if code != 0:  # a clear one-line failure is allowed; the rerun must then resume and finish
         assert code == 2 and "error:" in out and "Traceback" not in out + err, out + err[-3000:]
-        code, out, err = _finish(_cli(cluster, *args))
+        code, out, err = finish(_cli(cluster, *args))
     assert code == 0, out + err[-3000:]
     assert "core_worker.cc" not in err and "max_restarts" not in err, err[-2000:]
     assert "[state-dump]" not in out
-    assert _rows(catalog, "videos", "video_id") == _rows(local, "videos", "video_id")
-    assert _rows(catalog, "clips", "clip_id") == _rows(local, "clips", "clip_id")
+    for table, key in (("videos", "video_id"), ("clips", "clip_id")):
+        assert table_rows(catalog, table, key) == table_rows(cluster_reference, table, key)
 
 
-def test_one_cpu_cluster_runs_ingest_instead_of_hanging(cluster, sources, tmp_path):
+def test_one_cpu_cluster_runs_ingest_instead_of_hanging(cluster, cluster_sources, tmp_path):
     """The repro of the hang: `egocurate ingest --engine ray` on a cluster with one CPU left."""
     cluster.kill_node("worker")  # idempotent after the test above; makes this test stand alone
     ray_cat, local_cat = tmp_path / "ray", tmp_path / "local"
     start = time.perf_counter()
-    code, out, err = _finish(
-        _cli(cluster, "ingest", str(sources), "-c", str(ray_cat), "--engine", "ray", "--ray-address",
+    code, out, err = finish(
+        _cli(cluster, "ingest", str(cluster_sources), "-c", str(ray_cat), "--engine", "ray", "--ray-address",
              cluster.address, "--no-progress"),
         timeout=180,
     )  # fmt: skip
     assert code == 0, out + err[-3000:]
     assert time.perf_counter() - start < 180
-    code, out, err = _finish(_cli(cluster, "ingest", str(sources), "-c", str(local_cat), "--no-progress"))
+    code, out, err = finish(
+        _cli(cluster, "ingest", str(cluster_sources), "-c", str(local_cat), "--no-progress")
+    )
     assert code == 0, out + err[-3000:]
-    assert _rows(ray_cat, "videos", "video_id") == _rows(local_cat, "videos", "video_id")
+    assert table_rows(ray_cat, "videos", "video_id") == table_rows(local_cat, "videos", "video_id")
 
 
-def test_a_stage_no_node_can_hold_fails_in_seconds_saying_why(cluster, sources, tmp_path):
+def test_a_stage_no_node_can_hold_fails_in_seconds_saying_why(cluster, cluster_sources, tmp_path):
     stages = [{"name": "ingest", "resources": {"cpus": 4}}]
-    pipeline = _pipeline(tmp_path / "p.yaml", tmp_path / "cat", sources, stages)
+    pipeline = write_pipeline(tmp_path / "p.yaml", tmp_path / "cat", cluster_sources, stages)
     start = time.perf_counter()
-    code, out, err = _finish(_cli(cluster, "run", str(pipeline), "--engine", "ray", "--ray-address",
+    code, out, err = finish(_cli(cluster, "run", str(pipeline), "--engine", "ray", "--ray-address",
                                   cluster.address), timeout=120)  # fmt: skip
     assert code == 2, out + err[-2000:]
     (line,) = [ln for ln in out.splitlines() if ln.startswith("error:")]
@@ -170,7 +121,7 @@ def test_a_stage_no_node_can_hold_fails_in_seconds_saying_why(cluster, sources, 
     assert time.perf_counter() - start < 60
 
 
-def test_a_stage_without_progress_ends_with_a_clear_error(cluster, sources, tmp_path):
+def test_a_stage_without_progress_ends_with_a_clear_error(cluster, cluster_sources, tmp_path):
     """Another job holds the one CPU left: the stage waits, then gives up after the progress timeout."""
     hold = (
         "import ray, sys, time\n"
@@ -184,8 +135,8 @@ def test_a_stage_without_progress_ends_with_a_clear_error(cluster, sources, tmp_
                               stderr=subprocess.DEVNULL, text=True)  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "held"
-        code, out, err = _finish(
-            _cli(cluster, "ingest", str(sources), "-c", str(tmp_path / "cat"), "--engine", "ray",
+        code, out, err = finish(
+            _cli(cluster, "ingest", str(cluster_sources), "-c", str(tmp_path / "cat"), "--engine", "ray",
                  "--ray-address", cluster.address, "--no-progress", EGOCURATE_PROGRESS_TIMEOUT="4"),
             timeout=120,
         )  # fmt: skip
@@ -197,13 +148,11 @@ def test_a_stage_without_progress_ends_with_a_clear_error(cluster, sources, tmp_
     assert "no batch finished in 4 s" in line and "rerun to resume" in line, line
 
 
-def test_an_unreachable_cluster_is_one_line_and_exit_2(cluster, sources, tmp_path):
-    from egocurate.testing.cluster import free_port
-
+def test_an_unreachable_cluster_is_one_line_and_exit_2(cluster, cluster_sources, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("EGOCURATE_")}
+    args = ["ingest", str(cluster_sources), "-c", str(tmp_path / "c"), "--engine", "ray"]
     done = subprocess.run(
-        [sys.executable, "-m", "egocurate.cli.main", "ingest", str(sources), "-c", str(tmp_path / "c"),
-         "--engine", "ray", "--ray-address", f"127.0.0.1:{free_port()}"],
+        [sys.executable, "-m", "egocurate.cli.main", *args, "--ray-address", f"127.0.0.1:{free_port()}"],
         env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2
