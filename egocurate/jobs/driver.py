@@ -7,6 +7,7 @@ touches the catalog happens here, on the driver, so every engine commits the sam
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -161,6 +162,20 @@ def check_inputs(stage: Stage, rows: pa.Table) -> None:
         )
 
 
+ORPHAN_GRACE_S = 3600.0
+
+
+def remove_orphans(catalog: Catalog, names: tuple[str, ...]) -> None:
+    """Delete parts that killed runs left in these tables (older than ``EGOCURATE_ORPHAN_GRACE_S``).
+
+    Best effort: a cleanup that fails never stops the stage; the parts stay invisible either way.
+    """
+    grace = float(os.environ.get("EGOCURATE_ORPHAN_GRACE_S", ORPHAN_GRACE_S))
+    for name in names:
+        with contextlib.suppress(Exception):
+            catalog.remove_orphans(name, older_than_s=grace)
+
+
 def run_stage(
     stage: Stage,
     rows: pa.Table,
@@ -175,6 +190,7 @@ def run_stage(
     catalog.ensure(tables.spec_for(stage.output_table))
     summary = StageSummary(stage=stage.name, engine=engine.name)
     start = time.perf_counter()
+    remove_orphans(catalog, (stage.output_table, tables.QUARANTINE.name))
     run_id = run_id or uuid.uuid4().hex[:12]
     todo = pending_rows(stage, catalog, rows, run_id)
     summary.rows_in = todo.num_rows
