@@ -30,6 +30,9 @@ class SparkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     master: str | None = Field(None, description="spark master URL, e.g. local[*], spark://host:7077, yarn")
     conf: dict[str, str] = Field(default_factory=dict)
+    progress_timeout_s: float | None = Field(
+        None, gt=0, description="fail a work unit's job that makes no progress this long per batch wave"
+    )
 
 
 class StageConfig(BaseModel):

@@ -36,7 +36,10 @@ def make_engine(name: EngineName, config: PipelineConfig | None = None) -> Engin
         from egocurate.jobs.runners.spark import SparkEngine
 
         return SparkEngine(
-            master=config.spark.master, work_unit_rows=config.commit_every, conf=config.spark.conf
+            master=config.spark.master,
+            work_unit_rows=config.commit_every,
+            conf=config.spark.conf,
+            progress_timeout=config.spark.progress_timeout_s,
         )
     raise ValueError(f"unknown engine {name!r}; allowed: local, ray, spark")
 

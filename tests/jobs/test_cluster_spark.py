@@ -97,3 +97,17 @@ def test_an_unreachable_master_is_one_line_and_exit_2(cluster_sources, tmp_path)
     assert code == 2, out + err
     assert out.startswith("error: cannot reach the Spark master at spark://127.0.0.1:"), out
     assert "EGOCURATE_SPARK_MASTER" in out and "Traceback" not in out + err
+
+
+def test_a_job_no_executor_can_take_ends_with_a_clear_error(spark_cluster, cluster_sources, tmp_path):
+    """Executors bigger than any worker: Spark would wait forever; the progress timeout ends the stage."""
+    args = ["ingest", str(cluster_sources), "-c", str(tmp_path / "cat"), "--engine", "spark", "--no-progress",
+            "--spark-master", spark_cluster.master, "--spark-conf", "spark.executor.memory=64g"]  # fmt: skip
+    env = spark_cluster.env("driver", SPARK_LOCAL_IP="127.0.0.1", EGOCURATE_PROGRESS_TIMEOUT="5")
+    start = time.perf_counter()
+    code, out, err = finish(cli(env, *args), timeout=180)
+    assert code == 2, out + err[-3000:]
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("error:")]
+    assert "made no progress in 5 s" in line and "rerun to resume" in line, line
+    assert "Traceback" not in out + err
+    assert time.perf_counter() - start < 120

@@ -10,8 +10,10 @@ import math
 import os
 import socket
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 
@@ -23,6 +25,8 @@ MANIFEST_DDL = (
     "table string, path string, size long, num_rows long, keys array<string>, "
     "rows_in long, video_seconds double, worker_seconds double"
 )
+
+DEFAULT_PROGRESS_TIMEOUT_S = 300.0
 
 # Python workers are reused across tasks, but every task unpickles its own copy of the stage, so
 # the set-up copy is cached per worker process under a token that names this run of the stage.
@@ -108,9 +112,51 @@ class SparkEngine:
 
     name = "spark"
 
-    def __init__(self, master: str | None = None, work_unit_rows: int = 256, conf: dict | None = None):
+    def __init__(
+        self,
+        master: str | None = None,
+        work_unit_rows: int = 256,
+        conf: dict | None = None,
+        progress_timeout: float | None = None,
+    ):
         self.spark = spark_session(master, conf=conf)
         self.work_unit_rows = work_unit_rows
+        env_timeout = os.environ.get("EGOCURATE_PROGRESS_TIMEOUT")
+        self.progress_timeout = float(progress_timeout or env_timeout or DEFAULT_PROGRESS_TIMEOUT_S)
+
+    def _collect(self, df: Any, stage: str, batches: int) -> pa.Table:
+        """Run one work unit's job; cancel it and fail when it outlives its batches' progress timeout.
+
+        Spark waits forever for executors it cannot get (all workers gone, or none big enough), so
+        the job runs in a thread under its own job group, and the group is cancelled on timeout.
+        """
+        sc = self.spark.sparkContext
+        group = f"egocurate-{uuid.uuid4().hex[:8]}"
+        waves = math.ceil(batches / max(1, sc.defaultParallelism))
+        limit = self.progress_timeout * max(1, waves)
+        result: dict[str, Any] = {}
+
+        def job() -> None:
+            try:
+                sc.setJobGroup(group, f"egocurate {stage}", interruptOnCancel=True)
+                result["out"] = df.toArrow()
+            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+                result["error"] = exc
+
+        thread = threading.Thread(target=job, name=group, daemon=True)
+        thread.start()
+        thread.join(limit)
+        if thread.is_alive():
+            sc.cancelJobGroup(group)
+            thread.join(30)
+            raise EngineError(
+                f"stage {stage!r}: a Spark job of {batches} batch(es) made no progress in {limit:g} s "
+                "(no executors that fit?); committed work is kept, rerun to resume "
+                "(EGOCURATE_PROGRESS_TIMEOUT sets the limit per batch wave)"
+            )
+        if "error" in result:
+            raise result["error"]
+        return result["out"]
 
     def map(self, stage: Stage, rows: pa.Table, catalog: Catalog) -> Iterator[pa.Table]:
         res = stage.resources
@@ -131,9 +177,8 @@ class SparkEngine:
         for offset in range(0, rows.num_rows, self.work_unit_rows):
             unit = rows.slice(offset, self.work_unit_rows)
             partitions = max(1, math.ceil(unit.num_rows / res.batch_size))
-            df = self.spark.createDataFrame(unit).repartition(partitions)
-            out = df.mapInArrow(process, MANIFEST_DDL).toArrow()
-            yield out.cast(MANIFEST_SCHEMA)
+            df = self.spark.createDataFrame(unit).repartition(partitions).mapInArrow(process, MANIFEST_DDL)
+            yield self._collect(df, stage.name, partitions).cast(MANIFEST_SCHEMA)
 
     def close(self) -> None:
         pass
