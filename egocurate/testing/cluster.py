@@ -210,7 +210,7 @@ class RayLoopbackCluster(_MarkedCluster):
 
     def driver_env(self, **extra: str) -> dict[str, str]:
         """The environment of a driver process (the CLI) that joins this cluster from loopback."""
-        return self.env("driver", **self.PINNED, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", **extra)
+        return self.env("driver", **{**self.PINNED, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **extra})
 
     def wait_for_nodes(self, count: int, timeout: float = 60.0) -> None:
         """Wait until ``count`` nodes are alive (asked in a child process, so this one stays Ray-free)."""

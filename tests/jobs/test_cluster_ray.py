@@ -158,3 +158,14 @@ def test_an_unreachable_cluster_is_one_line_and_exit_2(cluster, cluster_sources,
     assert done.returncode == 2
     assert done.stdout.startswith("error: cannot reach a Ray cluster at 127.0.0.1:"), done.stdout
     assert "EGOCURATE_RAY_ADDRESS" in done.stdout and "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_driver_without_the_cluster_token_is_one_line_and_exit_2(cluster, cluster_sources, tmp_path):
+    """The cluster runs with token auth; a driver holding another token is told what to set."""
+    args = ["ingest", str(cluster_sources), "-c", str(tmp_path / "c"), "--engine", "ray"]
+    env = cluster.driver_env(RAY_AUTH_TOKEN="0" * 64)
+    code, out, err = finish(cli(env, *args, "--ray-address", cluster.address), timeout=180)
+    assert code == 2, out + err[-2000:]
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("error:")]
+    assert "RAY_AUTH_TOKEN" in line and "refused" in line, line
+    assert "Traceback" not in out + err and "InvalidAuthToken" not in err, err[-2000:]

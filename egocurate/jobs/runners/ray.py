@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -110,6 +111,45 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
+@contextlib.contextmanager
+def _held_stderr():
+    """Hold what is written to file descriptor 2 (C++ included) and replay it, unless told to drop it."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    held: dict = {"drop": False}
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield held
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not held["drop"]:
+                tmp.seek(0)
+                sys.stderr.write(tmp.read().decode(errors="replace"))
+
+
+def _connect_error(address: str | None, exc: BaseException) -> str:
+    """One line for a failed ``ray.init``: what went wrong (the root cause) and what to set."""
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    auth = [e for e in chain if "auth" in str(e).lower()]
+    if auth:
+        text = "the cluster refused this driver's authentication token"
+    else:
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    hint = (
+        "set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token"
+        if auth
+        else "set --ray-address or EGOCURATE_RAY_ADDRESS to the head node's host:port"
+    )
+    return f"cannot connect to Ray at {address or 'local'}: {text}; {hint}"
+
+
 def _ray_lost(exc: BaseException) -> bool:
     """True for failures of the cluster (worker, actor, node, object lost), not of the stage's code."""
     import ray.exceptions as rex
@@ -135,10 +175,11 @@ class RayEngine:
             # A loopback cluster: keep this driver on loopback too (read when ray is first imported;
             # otherwise Ray swaps 127.0.0.1 for a routable address and cannot find the local node).
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # Backend warnings (connection retries, state dumps) stay out of the run's output; they are
+        # read when Ray is first imported. Errors still show.
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
         import ray
 
-        # Our own noise stays out of the run summary: backend lines go to the session's log files.
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
         logging.getLogger("ray").setLevel(logging.WARNING)
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
@@ -153,16 +194,12 @@ class RayEngine:
                 kwargs["address"] = address
             else:
                 kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
-            try:
-                ray.init(**kwargs)
-            except Exception as exc:  # noqa: BLE001 - every connection failure becomes one line
-                text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                hint = (
-                    "set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token"
-                    if "auth" in str(exc).lower()
-                    else "set --ray-address or EGOCURATE_RAY_ADDRESS to the head node's host:port"
-                )
-                raise EngineError(f"cannot connect to Ray at {address or 'local'}: {text}; {hint}") from None
+            with _held_stderr() as held:
+                try:
+                    ray.init(**kwargs)
+                except Exception as exc:  # noqa: BLE001 - every connection failure becomes one line
+                    held["drop"] = True  # Ray's C++ client repeats its retry warning every second
+                    raise EngineError(_connect_error(address, exc)) from None
         self.max_actors = max_actors
         env_timeout = os.environ.get("EGOCURATE_PROGRESS_TIMEOUT")
         self.progress_timeout = float(progress_timeout or env_timeout or DEFAULT_PROGRESS_TIMEOUT_S)
