@@ -140,6 +140,48 @@ def _same_rows(a: pa.Table, b: pa.Table, key: str) -> bool:
     return a.sort_by(order).to_pylist() == b.sort_by(order).to_pylist()
 
 
+def native_filesystem(uri: str) -> Any:
+    """Arrow's own filesystem rooted at a local table, or None (deltalake's handler) for remote ones.
+
+    Why: through deltalake's Python filesystem handler, scanned bytes are Python buffers. Arrow's
+    readahead frees some of them on its own threads after ``to_table()`` returned; when that lands
+    during interpreter exit, the thread cannot take the GIL, Python ends it with ``pthread_exit``,
+    the unwind crosses a C++ ``noexcept`` destructor and the process aborts (exit 134, "terminate
+    called without an active exception"). Native reads hold no Python buffers, so nothing is left
+    that needs the GIL.
+    """
+    import pyarrow.fs as pafs
+
+    if uri.startswith("file://"):
+        uri = uri.removeprefix("file://")
+    if "://" in uri:
+        return None
+    return pafs.SubTreeFileSystem(os.path.abspath(uri), pafs.LocalFileSystem())
+
+
+def _logged_paths(fs: fsspec.AbstractFileSystem, log_dir: str) -> set[str]:
+    """Every data file path any commit or checkpoint of a Delta log added or removed."""
+    import json
+
+    paths: set[str] = set()
+    for entry in fs.ls(log_dir, detail=False):
+        base = entry.rsplit("/", 1)[-1]
+        if base.endswith(".json") and base[:1].isdigit():
+            with fs.open(entry, "rt") as fh:
+                for line in fh:
+                    action = json.loads(line) if line.strip() else {}
+                    for kind in ("add", "remove"):
+                        if kind in action:
+                            paths.add(action[kind]["path"])
+        elif ".checkpoint" in base and base.endswith(".parquet"):
+            with fs.open(entry, "rb") as fh:
+                data = pq.read_table(fh)
+            for kind in ("add", "remove"):
+                if kind in data.column_names:
+                    paths.update(p for p in data.column(kind).combine_chunks().field("path").to_pylist() if p)
+    return {p.rsplit("/", 1)[-1] for p in paths}
+
+
 class Catalog:
     """Delta tables under one root, with atomic commits, time travel and SQL over a clip view."""
 
@@ -264,7 +306,7 @@ class Catalog:
     # ------------------------------------------------------------------ reads
     def dataset(self, name: str, version: int | str | None = None) -> pads.Dataset | None:
         dt = self.table(name, version)
-        return None if dt is None else dt.to_pyarrow_dataset()
+        return None if dt is None else dt.to_pyarrow_dataset(filesystem=native_filesystem(dt.table_uri))
 
     def read(
         self,
@@ -537,6 +579,33 @@ class Catalog:
             with fs.open(path, "rb") as fh:
                 pieces.append(pq.read_table(fh))
         return pa.concat_tables(pieces) if pieces else None
+
+    def remove_orphans(self, name: str, older_than_s: float = 3600.0) -> list[str]:
+        """Delete Parquet parts of table `name` that no log entry ever referenced, if old enough.
+
+        A killed run leaves parts its driver never committed. A live writer commits its parts
+        within minutes (every ``commit_every`` rows, and engines end a stage that stops making
+        progress), so a never-referenced part older than `older_than_s` has no writer left. Files
+        that some version added or removed stay (time travel); ``vacuum`` is for those.
+        """
+        dt = self.table(name)
+        if dt is None:
+            return []
+        fs, root = filesystem(self.uri(name), self.storage_options)
+        referenced = _logged_paths(fs, f"{root}/_delta_log")
+        now, removed = time.time(), []
+        for info in fs.ls(root, detail=True):
+            base = info["name"].rstrip("/").rsplit("/", 1)[-1]
+            if info.get("type") != "file" or not base.endswith(".parquet") or base in referenced:
+                continue
+            mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+            if mtime is None:
+                continue
+            mtime = mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime)
+            if now - mtime > older_than_s:
+                fs.rm_file(info["name"])
+                removed.append(base)
+        return removed
 
     def vacuum(self, name: str, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
         """Delete files no version references: replaced files and orphan parts of killed runs.

@@ -19,14 +19,39 @@ from rich.table import Table
 from egocurate.annotate.label_query import LabelQuery
 from egocurate.annotate.stats import format_duration
 from egocurate.catalog.store import Catalog, CatalogPathError
-from egocurate.cli.options import CatalogOption, ThresholdOption, cell, console, fail, parse_thresholds
+from egocurate.cli.options import (
+    CatalogOption,
+    EngineChoice,
+    EngineOption,
+    RayAddressOption,
+    SparkConfOption,
+    SparkMasterOption,
+    ThresholdOption,
+    cell,
+    console,
+    fail,
+    parse_spark_conf,
+    parse_thresholds,
+)
 
 app = typer.Typer(help="Labels, corpus statistics and the HTML report.", no_args_is_help=True)
 
 
-class Engine(StrEnum):
-    local = "local"
-    spark = "spark"
+def _stats_engine(
+    engine: EngineChoice | None, spark_master: str | None, spark_conf: list[str] | None
+) -> tuple[str, dict]:
+    """Where statistics run: ``spark`` (a session with the master and conf, reused by the job) or
+    ``local`` (DuckDB on this machine; also for ``ray``, which has no SQL engine of its own)."""
+    if engine is not EngineChoice.spark:
+        return "local", {}
+    from egocurate.jobs.runners import EngineError
+    from egocurate.jobs.runners.spark import spark_session
+
+    try:
+        spark = spark_session(spark_master, app_name="egocurate-stats", conf=parse_spark_conf(spark_conf))
+    except EngineError as exc:
+        fail(str(exc))
+    return "spark", {"spark": spark, "master": spark_master}
 
 
 def _open(catalog: str) -> Catalog:
@@ -43,18 +68,22 @@ def _open(catalog: str) -> Catalog:
 def report(
     catalog: CatalogOption,
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
-    engine: Annotated[Engine, typer.Option(help="Where statistics are computed.")] = Engine.local,
+    engine: EngineOption = None,
     threshold: ThresholdOption = None,
     top: Annotated[int, typer.Option(min=1, help="Labels shown per plot.")] = 12,
     thumbnails: Annotated[int, typer.Option(min=0, help="Sample frames per top task and scene.")] = 3,
     store: Annotated[bool, typer.Option(help="Store the statistics in the catalog's stats table.")] = True,
+    ray_address: RayAddressOption = None,
+    spark_master: SparkMasterOption = None,
+    spark_conf: SparkConfOption = None,
 ) -> None:
     """Write one self-contained HTML report: statistics, plots, sample frames, funnel, dedup groups."""
     from egocurate.jobs.corpus.report import build_report
 
     cat = _open(catalog)
+    kind, spark = _stats_engine(engine, spark_master, spark_conf)
     path, run_id, stats = build_report(
-        cat, out, engine.value, parse_thresholds(threshold), top, thumbnails, store
+        cat, out, kind, parse_thresholds(threshold), top, thumbnails, store, spark_master=spark.get("master")
     )
     console.print(
         f"report: [bold]{path}[/] ({path.stat().st_size / 1024:.0f} KiB) · "
@@ -66,18 +95,22 @@ def report(
 @app.command("stats")
 def stats(
     catalog: CatalogOption,
-    engine: Annotated[Engine, typer.Option(help="local (DuckDB) or spark.")] = Engine.local,
+    engine: EngineOption = None,
     threshold: ThresholdOption = None,
     store: Annotated[bool, typer.Option(help="Store them in the catalog's stats table.")] = True,
+    ray_address: RayAddressOption = None,
+    spark_master: SparkMasterOption = None,
+    spark_conf: SparkConfOption = None,
 ) -> None:
-    """Compute corpus statistics and print the summary and the long tail."""
+    """Compute corpus statistics and print the summary and the long tail (spark, or DuckDB here)."""
     from egocurate.jobs.corpus.stats import commit_stats, compute
 
     cat = _open(catalog)
     thresholds = parse_thresholds(threshold)
-    result = compute(cat, engine.value, thresholds)
-    run_id = commit_stats(cat, result, engine.value, thresholds)[0] if store else None
-    table = Table(title=f"statistics ({engine.value}) run {run_id or '(not stored)'}")
+    kind, spark = _stats_engine(engine, spark_master, spark_conf)
+    result = compute(cat, kind, thresholds, **({"spark": spark["spark"]} if spark else {}))
+    run_id = commit_stats(cat, result, kind, thresholds)[0] if store else None
+    table = Table(title=f"statistics ({kind}) run {run_id or '(not stored)'}")
     table.add_column("statistic")
     table.add_column("value", justify="right")
     for key, value in result.summary.items():

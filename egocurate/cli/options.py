@@ -40,6 +40,58 @@ class EngineChoice(StrEnum):
     spark = "spark"
 
 
+# One set of engine options on every command that computes. Precedence: command line, then the
+# environment variable, then the pipeline file (a value left unset here leaves the file's).
+EngineOption = Annotated[
+    EngineChoice | None,
+    typer.Option(
+        "--engine", envvar="EGOCURATE_ENGINE", help="Where to run (overrides every stage not engine_locked)."
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address", envvar="EGOCURATE_RAY_ADDRESS", help="Ray cluster: host:port of the head, or auto."
+    ),
+]
+SparkMasterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--spark-master", envvar="EGOCURATE_SPARK_MASTER", help="Spark master URL, e.g. spark://host:7077."
+    ),
+]
+SparkConfOption = Annotated[
+    list[str] | None,
+    typer.Option("--spark-conf", envvar="EGOCURATE_SPARK_CONF", help="Spark setting KEY=VALUE (repeatable)."),
+]
+
+
+def parse_spark_conf(items: list[str] | None) -> dict[str, str]:
+    """``KEY=VALUE`` items as a mapping; anything else is a user error."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--spark-conf wants KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def engine_options(
+    engine: EngineChoice | None,
+    ray_address: str | None,
+    spark_master: str | None,
+    spark_conf: list[str] | None,
+) -> dict:
+    """The keyword arguments of :func:`egocurate.jobs.config.with_engine_options` from the options."""
+    return {
+        "engine": engine.value if engine else None,
+        "ray_address": ray_address,
+        "spark_master": spark_master,
+        "spark_conf": parse_spark_conf(spark_conf),
+    }
+
+
 class OutputFormat(StrEnum):
     table = "table"
     json = "json"

@@ -8,9 +8,19 @@ from typing import Annotated
 import typer
 
 from egocurate.catalog.store import Catalog
-from egocurate.cli.options import CatalogOption, EngineChoice, console, fail
-from egocurate.jobs.config import ConfigError, PipelineConfig, load_config
+from egocurate.cli.options import (
+    CatalogOption,
+    EngineOption,
+    RayAddressOption,
+    SparkConfOption,
+    SparkMasterOption,
+    console,
+    engine_options,
+    fail,
+)
+from egocurate.jobs.config import ConfigError, PipelineConfig, load_config, with_engine_options
 from egocurate.jobs.pipeline import run_pipeline
+from egocurate.jobs.runners import EngineError
 
 
 def register(app: typer.Typer) -> None:
@@ -24,10 +34,11 @@ def ingest(
         list[str], typer.Argument(help="Folders, globs, fsspec URLs or manifests (CSV/JSONL).")
     ],
     catalog: CatalogOption,
-    engine: Annotated[EngineChoice, typer.Option(help="Where to run.")] = EngineChoice.local,
+    engine: EngineOption = None,
     backend: Annotated[str, typer.Option(help="Probe backend: auto, ffprobe or pyav.")] = "auto",
-    spark_master: Annotated[str | None, typer.Option(help="Spark master URL (engine spark).")] = None,
-    ray_address: Annotated[str | None, typer.Option(help="ray.init address (engine ray).")] = None,
+    spark_master: SparkMasterOption = None,
+    ray_address: RayAddressOption = None,
+    spark_conf: SparkConfOption = None,
     commit_every: Annotated[int, typer.Option(min=1, help="Input rows per Delta commit.")] = 256,
     batch_size: Annotated[int, typer.Option(min=1, help="Files per worker batch.")] = 8,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -38,18 +49,16 @@ def ingest(
         config = PipelineConfig.model_validate(
             {
                 "catalog": catalog,
-                "engine": engine.value,
                 "sources": list(sources),
                 "stages": [{"name": "ingest", "params": {"backend": backend, "batch_size": batch_size}}],
                 "commit_every": commit_every,
-                "spark": {"master": spark_master},
-                "ray": {"address": ray_address},
                 "progress": progress,
                 "allow_empty": allow_empty,
             }
         )
+        config = with_engine_options(config, **engine_options(engine, ray_address, spark_master, spark_conf))
         run_pipeline(config, console)
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError, EngineError) as exc:
         fail(str(exc))
     console.print(f"catalog: [bold]{Catalog(catalog).root}[/]")
 
@@ -57,20 +66,22 @@ def ingest(
 def run(
     pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML: catalog, engine, sources, stages.")],
     catalog: Annotated[str | None, typer.Option("--catalog", "-c", help="Override the catalog root.")] = None,
-    engine: Annotated[EngineChoice | None, typer.Option(help="Override the default engine.")] = None,
+    engine: EngineOption = None,
+    ray_address: RayAddressOption = None,
+    spark_master: SparkMasterOption = None,
+    spark_conf: SparkConfOption = None,
     allow_empty: Annotated[bool, typer.Option(help="Succeed even if the sources match no file.")] = False,
 ) -> None:
     """Run a pipeline file end to end; every stage resumes from what the catalog holds."""
     overrides = {}
     if catalog:
         overrides["catalog"] = catalog
-    if engine:
-        overrides["engine"] = engine.value
     if allow_empty:
         overrides["allow_empty"] = True
     try:
         config = load_config(pipeline, overrides)
+        config = with_engine_options(config, **engine_options(engine, ray_address, spark_master, spark_conf))
         run_pipeline(config, console)
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError, EngineError) as exc:
         fail(str(exc))
     console.print(f"catalog: [bold]{config.catalog}[/]")

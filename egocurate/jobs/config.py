@@ -21,12 +21,18 @@ class RayConfig(BaseModel):
         None, description="ray.init address: None starts a local Ray, 'auto' joins a cluster"
     )
     num_cpus: int | None = Field(None, ge=1)
+    progress_timeout_s: float | None = Field(
+        None, gt=0, description="end a stage when no batch finished for this long (default 300 s)"
+    )
 
 
 class SparkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     master: str | None = Field(None, description="spark master URL, e.g. local[*], spark://host:7077, yarn")
     conf: dict[str, str] = Field(default_factory=dict)
+    progress_timeout_s: float | None = Field(
+        None, gt=0, description="fail a work unit's job that makes no progress this long per batch wave"
+    )
 
 
 class StageConfig(BaseModel):
@@ -34,6 +40,9 @@ class StageConfig(BaseModel):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
     engine: EngineName | None = None
+    engine_locked: bool = Field(
+        False, description="keep this stage's engine even when the run's engine is overridden"
+    )
     enabled: bool = True
     resources: dict[str, Any] = Field(
         default_factory=dict, description="overrides of the stage's Resources (cpus, gpus, batch_size, ...)"
@@ -75,6 +84,32 @@ class PipelineConfig(BaseModel):
 
 class EmptySourceError(ValueError):
     """Sources that match no file: almost always a typo, so it is an error unless allowed."""
+
+
+def with_engine_options(
+    config: PipelineConfig,
+    engine: str | None = None,
+    ray_address: str | None = None,
+    spark_master: str | None = None,
+    spark_conf: dict[str, str] | None = None,
+) -> PipelineConfig:
+    """`config` with the command line's (or environment's) engine options over the file's.
+
+    An engine given here replaces the run's engine and every stage's, except stages with
+    ``engine_locked: true``; None leaves the file's value.
+    """
+    config = config.model_copy(deep=True)
+    if engine:
+        config.engine = engine
+        for stage in config.stages:
+            if not stage.engine_locked:
+                stage.engine = None
+    if ray_address:
+        config.ray.address = ray_address
+    if spark_master:
+        config.spark.master = spark_master
+    config.spark.conf.update(spark_conf or {})
+    return config
 
 
 class ConfigError(ValueError):

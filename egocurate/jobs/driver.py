@@ -6,6 +6,8 @@ touches the catalog happens here, on the driver, so every engine commits the sam
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -179,6 +181,20 @@ def check_inputs(stage: Stage, rows: pa.Table) -> None:
         )
 
 
+ORPHAN_GRACE_S = 3600.0
+
+
+def remove_orphans(catalog: Catalog, names: tuple[str, ...]) -> None:
+    """Delete parts that killed runs left in these tables (older than ``EGOCURATE_ORPHAN_GRACE_S``).
+
+    Best effort: a cleanup that fails never stops the stage; the parts stay invisible either way.
+    """
+    grace = float(os.environ.get("EGOCURATE_ORPHAN_GRACE_S", ORPHAN_GRACE_S))
+    for name in names:
+        with contextlib.suppress(Exception):
+            catalog.remove_orphans(name, older_than_s=grace)
+
+
 def _drive(
     engine: Engine,
     stage: Stage | FusedStage,
@@ -201,6 +217,12 @@ def _drive(
                     committer.commit()
         for committer in committers:
             committer.commit()
+    except Exception:
+        # An engine that gives up (lost nodes, no progress) keeps what its workers finished.
+        for committer in committers:
+            with contextlib.suppress(Exception):
+                committer.commit()
+        raise
     finally:
         bar.close()
 
@@ -219,6 +241,7 @@ def run_stage(
     catalog.ensure(tables.spec_for(stage.output_table))
     summary = StageSummary(stage=stage.name, engine=engine.name, no_output_note=stage.no_output_note())
     start = time.perf_counter()
+    remove_orphans(catalog, (stage.output_table, tables.QUARANTINE.name))
     run_id = run_id or uuid.uuid4().hex[:12]
     todo = pending_rows(stage, catalog, rows, run_id)
     summary.rows_in = todo.num_rows
@@ -247,6 +270,7 @@ def run_fused(
     run_id = run_id or uuid.uuid4().hex[:12]
     start = time.perf_counter()
     key = fused.input_key
+    remove_orphans(catalog, (*(m.output_table for m in fused.members), tables.QUARANTINE.name))
     flags, summaries, committers = {}, [], []
     for member in fused.members:
         check_inputs(member, rows)

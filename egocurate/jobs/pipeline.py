@@ -28,12 +28,19 @@ def make_engine(name: EngineName, config: PipelineConfig | None = None) -> Engin
     if name == "ray":
         from egocurate.jobs.runners.ray import RayEngine
 
-        return RayEngine(address=config.ray.address, num_cpus=config.ray.num_cpus)
+        return RayEngine(
+            address=config.ray.address,
+            num_cpus=config.ray.num_cpus,
+            progress_timeout=config.ray.progress_timeout_s,
+        )
     if name == "spark":
         from egocurate.jobs.runners.spark import SparkEngine
 
         return SparkEngine(
-            master=config.spark.master, work_unit_rows=config.commit_every, conf=config.spark.conf
+            master=config.spark.master,
+            work_unit_rows=config.commit_every,
+            conf=config.spark.conf,
+            progress_timeout=config.spark.progress_timeout_s,
         )
     raise ValueError(f"unknown engine {name!r}; allowed: local, ray, spark")
 
@@ -78,6 +85,8 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
         params = dict(stage_config.params)
         if config.storage_options and "storage_options" in inspect.signature(entry.load()).parameters:
             params.setdefault("storage_options", config.storage_options)  # one mapping for every stage
+        if (stage_config.engine or config.engine) == "spark":
+            _corpus_spark_params(entry.load(), params, config)
         stage = build_stage(stage_config.name, params)
         if stage_config.resources and not isinstance(stage, CorpusStage):
             stage.resources = stage.resources.with_(**stage_config.resources)
@@ -85,10 +94,12 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
     try:
         for group in plan_groups(config, built):
             stage_config, entry, stage = group[0]
+            engine_name = stage_config.engine or config.engine
             if isinstance(stage, CorpusStage):  # whole-corpus work runs on the driver, no engine
+                if engine_name == "spark" and "spark" not in engines:
+                    engines["spark"] = make_engine("spark", config)  # the session (and conf) it reuses
                 summaries.append(stage.run_corpus(catalog, progress=config.progress))
                 continue
-            engine_name = stage_config.engine or config.engine
             if engine_name not in engines:
                 engines[engine_name] = make_engine(engine_name, config)
             rows = build_inputs(entry.inputs, catalog, config.sources, config.storage_options or None)
@@ -109,6 +120,15 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
     if console is not None:
         print_summary(summaries, console)
     return summaries
+
+
+def _corpus_spark_params(cls: type, params: dict[str, Any], config: PipelineConfig) -> None:
+    """Statistics and report on the Spark engine: the run's master unless the stage's params say."""
+    accepted = inspect.signature(cls).parameters
+    if "engine" in accepted and "spark_master" in accepted:
+        params.setdefault("engine", "spark")
+        if config.spark.master:
+            params.setdefault("spark_master", config.spark.master)
 
 
 def print_summary(summaries: Sequence[StageSummary], console: Console) -> None:
