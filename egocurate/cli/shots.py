@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
@@ -35,14 +35,15 @@ def _params(pairs: list[str]) -> dict:
 @app.command("detect")
 def detect(
     video: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A video file.")],
-    detector: Annotated[str, typer.Option(help="content, transnet or fixed.")] = "content",
+    detector: Annotated[str, typer.Option(help="content, cascade, transnet or fixed.")] = "content",
     param: Annotated[list[str], typer.Option("--param", "-p", help="Detector parameter KEY=VALUE.")] = [],  # noqa: B006
     min_clip_s: Annotated[float, typer.Option(help="Shortest clip kept (s).")] = 2.0,
     max_clip_s: Annotated[float, typer.Option(help="Longer shots are split evenly (s).")] = 20.0,
 ) -> None:
     """Print the transitions, shots and planned clips of VIDEO as one JSON object."""
-    if detector not in ("content", "transnet", "fixed"):
-        raise typer.BadParameter(f"unknown detector {detector!r}; allowed: content, transnet, fixed")
+    if detector not in get_args(DetectorName):
+        allowed = ", ".join(get_args(DetectorName))
+        raise typer.BadParameter(f"unknown detector {detector!r}; allowed: {allowed}")
     name: DetectorName = detector  # type: ignore[assignment]
     transitions, timing = detect_transitions(str(video), detector=name, **_params(param))
     shots = shots_from_transitions(transitions, timing.num_frames)
