@@ -65,6 +65,7 @@ class EmbedStage(BaseStage):
         )
         self.prepare_resources = Resources(cpus=1.0, batch_size=batch_size)
         self._model: Any = None
+        self._config_size: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ model
     def setup(self) -> None:
@@ -122,6 +123,8 @@ class EmbedStage(BaseStage):
         """(height, width) the model takes, read from its open_clip config: no weights are loaded."""
         if self._model is not None:
             return self.image_size
+        if self._config_size is not None:  # read once: a fused pass asks for every row
+            return self._config_size
         import open_clip
 
         open_clip.add_model_config(MODEL_CONFIGS)
@@ -130,7 +133,8 @@ class EmbedStage(BaseStage):
             open_clip.add_model_config(name)
             name = Path(name).stem
         size = (open_clip.get_model_config(name) or {}).get("vision_cfg", {}).get("image_size", 224)
-        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        self._config_size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        return self._config_size
 
     def _plan(self, source: ClipSource) -> FramePlan:
         indices = tuple(sample_indices(source.start, source.end, min(self.num_frames, source.num_frames)))
