@@ -399,3 +399,56 @@ SHARDS = register(
         ),
     )
 )
+
+# Owned by ingest (robot datasets): the recorded action and state arrays of each episode, one row
+# per video. Arrays are float32 little-endian bytes, row-major, with their shape beside them (Delta
+# has no fixed-shape tensor type); names and units come from the dataset's meta/info.json.
+EPISODE_ACTIONS = register(
+    TableSpec(
+        name="episode_actions",
+        key="video_id",
+        description="Real per-frame actions (and states) of robot episodes: float32 bytes + shape + names.",
+        schema=pa.schema(
+            [
+                ("video_id", pa.string()),
+                ("dataset_uri", pa.string()),  # the dataset root the episode came from
+                ("episode_index", pa.int64()),
+                ("camera", pa.string()),  # the video key the video row was decoded from
+                ("fps", pa.float64()),
+                ("num_frames", pa.int64()),
+                ("actions", pa.binary()),  # float32, shape [num_frames, action_dim]
+                ("actions_shape", pa.list_(pa.int32())),
+                ("action_names", pa.list_(pa.string())),
+                ("action_units", pa.list_(pa.string())),  # null where the dataset gives none
+                ("states", pa.binary()),  # float32, shape [num_frames, state_dim]; null if absent
+                ("states_shape", pa.list_(pa.int32())),
+                ("state_names", pa.list_(pa.string())),
+                ("source_format", pa.string()),  # e.g. "lerobot_v2.1"
+            ]
+        ),
+    )
+)
+
+# Owned by the idm_actions stage: pseudo-actions from an inverse dynamics model, in the robot's own
+# action space, per clip frame transition.
+CLIP_IDM_ACTIONS = register(
+    TableSpec(
+        name="clip_idm_actions",
+        key="clip_id",
+        description="IDM pseudo-actions per clip: float16 bytes (T-1, A), model id, checkpoint hash, error.",
+        schema=pa.schema(
+            [
+                ("clip_id", pa.string()),
+                ("video_id", pa.string()),
+                ("idm_model_id", pa.string()),
+                ("checkpoint_hash", pa.string()),  # sha256 of the safetensors file
+                ("horizon", pa.int32()),
+                ("actions", pa.binary()),  # float16 little-endian, row-major, de-normalised units
+                ("actions_shape", pa.list_(pa.int32())),  # [T-1, action_dim]
+                ("action_names", pa.list_(pa.string())),
+                ("real_action_mae", pa.float32()),  # against episode_actions; null without real actions
+                ("real_action_rmse", pa.float32()),
+            ]
+        ),
+    )
+)
