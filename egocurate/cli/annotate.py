@@ -38,15 +38,17 @@ app = typer.Typer(help="Labels, corpus statistics and the HTML report.", no_args
 
 
 def _stats_engine(
-    engine: EngineChoice | None, spark_master: str | None, spark_conf: list[str] | None
+    cat: Catalog, engine: EngineChoice | None, spark_master: str | None, spark_conf: list[str] | None
 ) -> tuple[str, dict]:
     """Where statistics run: ``spark`` (a session with the master and conf, reused by the job) or
     ``local`` (DuckDB on this machine; also for ``ray``, which has no SQL engine of its own)."""
     if engine is not EngineChoice.spark:
         return "local", {}
+    from egocurate.jobs.engine_logs import route_engine_output
     from egocurate.jobs.runners import EngineError
     from egocurate.jobs.runners.spark import spark_session
 
+    route_engine_output(cat.root, cat.storage_options)
     try:
         spark = spark_session(spark_master, app_name="egocurate-stats", conf=parse_spark_conf(spark_conf))
     except EngineError as exc:
@@ -81,7 +83,7 @@ def report(
     from egocurate.jobs.corpus.report import build_report
 
     cat = _open(catalog)
-    kind, spark = _stats_engine(engine, spark_master, spark_conf)
+    kind, spark = _stats_engine(cat, engine, spark_master, spark_conf)
     path, run_id, stats = build_report(
         cat, out, kind, parse_thresholds(threshold), top, thumbnails, store, spark_master=spark.get("master")
     )
@@ -107,7 +109,7 @@ def stats(
 
     cat = _open(catalog)
     thresholds = parse_thresholds(threshold)
-    kind, spark = _stats_engine(engine, spark_master, spark_conf)
+    kind, spark = _stats_engine(cat, engine, spark_master, spark_conf)
     result = compute(cat, kind, thresholds, **({"spark": spark["spark"]} if spark else {}))
     run_id = commit_stats(cat, result, kind, thresholds)[0] if store else None
     table = Table(title=f"statistics ({kind}) run {run_id or '(not stored)'}")

@@ -15,6 +15,8 @@ import typer
 
 from egocurate.cli import annotate, catalog, demo, export, lam, run, shards, shots
 from egocurate.cli.options import fail
+from egocurate.jobs import engine_logs
+from egocurate.jobs.engine_logs import VERBOSE_ENV
 
 app = typer.Typer(help="Curate egocentric video into world-model training data.", no_args_is_help=True)
 run.register(app)  # ingest, run
@@ -44,10 +46,22 @@ USER_ERRORS = {
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            envvar=VERBOSE_ENV,
+            help="Show Ray's and Spark's own output (else it goes to <catalog>/_logs/).",
+        ),
+    ] = False,
 ) -> None:
     """Curate egocentric video into world-model training data."""
     if debug:
         os.environ[DEBUG_ENV] = "1"
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"  # engines this run starts (and their children) keep it too
+        engine_logs.enable(False)
 
 
 def user_error(exc: BaseException) -> str | None:
@@ -65,6 +79,8 @@ def user_error(exc: BaseException) -> str | None:
 
 
 def main() -> None:  # pragma: no cover - console entry point
+    # Only the console command routes engine output (not `app` called in-process, e.g. by tests).
+    engine_logs.enable(True)
     try:
         app()
     except SystemExit:

@@ -12,6 +12,7 @@ from rich.table import Table
 from egocurate.catalog.store import Catalog
 from egocurate.jobs.config import EmptySourceError, EngineName, PipelineConfig
 from egocurate.jobs.driver import Engine, StageSummary, run_fused, run_stage
+from egocurate.jobs.engine_logs import active_log, route_engine_output
 from egocurate.jobs.fused import FusedStage
 from egocurate.jobs.inputs import build_inputs
 from egocurate.jobs.registry import build_stage, entry_for
@@ -25,6 +26,7 @@ def make_engine(name: EngineName, config: PipelineConfig | None = None) -> Engin
         from egocurate.jobs.runners.local import LocalEngine
 
         return LocalEngine()
+    route_engine_output(config.catalog, config.storage_options)  # before Ray or the JVM starts
     if name == "ray":
         from egocurate.jobs.runners.ray import RayEngine
 
@@ -145,6 +147,8 @@ def print_summary(summaries: Sequence[StageSummary], console: Console) -> None:
     for s in summaries:
         if s.no_output:  # work that yields nothing is said, not silently dropped
             console.print(f"{s.stage}: {s.no_output} {s.no_output_note}")
+    if active_log():
+        console.print(f"Ray and Spark output: {active_log()} (--verbose shows it here)", style="dim")
 
 
 def ingest(

@@ -62,8 +62,10 @@ def compute_spark(
 ) -> stats_sql.CorpusStats:
     """Statistics as a Spark job: the same SQL over Spark temp views of the Delta tables' files."""
     if spark is None:
+        from egocurate.jobs.engine_logs import route_engine_output
         from egocurate.jobs.runners.spark import spark_session
 
+        route_engine_output(catalog.root, catalog.storage_options)
         spark = spark_session(master, app_name="egocurate-stats")
     register_spark_views(spark, catalog, thresholds, names=list(VIEW_TABLES))
     cached: list[Any] = []

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from egocurate.catalog.store import Catalog
+from egocurate.jobs import engine_logs
 from egocurate.jobs.runners import EngineError
 from egocurate.jobs.stage import Resources, Stage
 from egocurate.jobs.worker import run_on_worker
@@ -127,9 +128,9 @@ def _held_stderr():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-            if not held["drop"]:
+            if not held["drop"]:  # back to descriptor 2: the terminal, or the engine log if routed
                 tmp.seek(0)
-                sys.stderr.write(tmp.read().decode(errors="replace"))
+                os.write(2, tmp.read())
 
 
 def _connect_error(address: str | None, exc: BaseException) -> str:
@@ -182,6 +183,7 @@ class RayEngine:
         import ray
 
         logging.getLogger("ray").setLevel(logging.WARNING)
+        engine_logs.capture_loggers("ray")
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             kwargs: dict = {
