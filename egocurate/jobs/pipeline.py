@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from egocurate.catalog.store import Catalog
-from egocurate.jobs.config import EmptySourceError, EngineName, PipelineConfig
+from egocurate.jobs.config import EmptySourceError, EngineName, PipelineConfig, StageConfig
 from egocurate.jobs.driver import Engine, StageSummary, run_fused, run_stage
 from egocurate.jobs.fused import FusedStage
 from egocurate.jobs.inputs import build_inputs
@@ -78,7 +78,7 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
     engines: dict[str, Engine] = {}
     summaries: list[StageSummary] = []
     built = []
-    for stage_config in config.stages:
+    for stage_config in with_episode_actions(config):
         if not stage_config.enabled:
             continue
         entry = entry_for(stage_config.name)
@@ -102,7 +102,9 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
                 continue
             if engine_name not in engines:
                 engines[engine_name] = make_engine(engine_name, config)
-            rows = build_inputs(entry.inputs, catalog, config.sources, config.storage_options or None)
+            rows = build_inputs(
+                entry.inputs, catalog, config.sources, config.storage_options or None, camera=config.camera
+            )
             if entry.inputs == "discovered" and rows.num_rows == 0 and not config.allow_empty:
                 raise EmptySourceError(
                     f"no video found in {', '.join(config.sources) or '(no sources)'}; "
@@ -120,6 +122,33 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
     if console is not None:
         print_summary(summaries, console)
     return summaries
+
+
+def with_episode_actions(config: PipelineConfig) -> list[StageConfig]:
+    """The configured stages, with ``episode_actions`` right after ``ingest`` when a source is a
+    LeRobot dataset and the file does not name that stage itself (its actions land with its videos)."""
+    from egocurate.ingest.lerobot import is_lerobot_dataset
+    from egocurate.storage import fsspec_options
+
+    stages = list(config.stages)
+    names = [s.name for s in stages]
+    if "ingest" not in names or "episode_actions" in names:
+        return stages
+
+    def robot(source: str) -> bool:
+        import fsspec
+
+        try:
+            fs, path = fsspec.core.url_to_fs(source, **fsspec_options(config.storage_options or None))
+            return is_lerobot_dataset(fs, path)
+        except Exception:  # noqa: BLE001 - discovery reports unreachable sources itself
+            return False
+
+    if not any(robot(s) for s in config.sources):
+        return stages
+    at = names.index("ingest") + 1
+    ingest = stages[at - 1]
+    return [*stages[:at], StageConfig(name="episode_actions", engine=ingest.engine), *stages[at:]]
 
 
 def _corpus_spark_params(cls: type, params: dict[str, Any], config: PipelineConfig) -> None:
