@@ -57,6 +57,9 @@ def clip_view_sql(thresholds: Mapping[str, float] | None = None) -> str:
             if column in HEAVY_COLUMNS or out_name in selected:
                 continue
             selected.add(out_name)
+            if (name, column) == ("videos", "origin"):  # rows ingested before origins existed are real
+                columns.append(f"coalesce({alias}.origin, 'real') AS origin")
+                continue
             columns.append(f"{alias}.{column} AS {out_name}" if out_name != column else f"{alias}.{column}")
         joins.append(f"LEFT JOIN {name} {alias} ON c.{key} = {alias}.{key}")
     keep = keep_expression(thresholds)

@@ -154,8 +154,10 @@ def episode_length(actions_uri: str, storage_options: dict | None = None) -> int
 def _matrix(column: pa.ChunkedArray) -> np.ndarray:
     """(rows, dim) float32 from a list / fixed-size-list column (or a scalar column as dim 1)."""
     column = column.combine_chunks()
-    if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type) or pa.types.is_large_list(
-        column.type
+    if (
+        pa.types.is_list(column.type)
+        or pa.types.is_fixed_size_list(column.type)
+        or pa.types.is_large_list(column.type)
     ):
         values = column.to_pylist()
         return np.asarray(values, dtype=np.float32).reshape(len(values), -1)
