@@ -92,16 +92,14 @@ def plan_actions(view: Sequence[Mapping[str, Any]], rows: ActionRows, order: Seq
     order = tuple(order)
     first_real = [s for s in order if s != "zeros"]
     dim, names = None, None
-    for row in view:  # the most preferred source any clip has fixes the size
-        have = dict(rows.available(row))
-        source = next((s for s in first_real if s in have), None)
-        if source is not None:
-            dim = have[source]
+    available = [dict(rows.available(row)) for row in view]
+    for source in first_real:  # the most preferred source any clip has fixes the size
+        dim = next((have[source] for have in available if source in have), None)
+        if dim is not None:
             break
     dim = dim or LATENT_DIM
     chosen, left_out = {}, {}
-    for row in view:
-        have = dict(rows.available(row))
+    for row, have in zip(view, available, strict=True):
         source = next((s for s in order if s == "zeros" or have.get(s) == dim), None)
         if source is None:
             present = ", ".join(f"{s} ({d}-d)" for s, d in have.items()) or "none"

@@ -158,3 +158,74 @@ def write_lerobot_dataset(
     )
     (meta / "episodes_stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stats_rows))
     return truth
+
+
+def add_action_sources(catalog, action_dim: int = 3) -> dict:  # noqa: ANN001 - a Catalog
+    """Give a sample catalog (``testing.catalog.build_sample_catalog``) robot actions of two kinds.
+
+    Video 0 gets recorded actions (``episode_actions``, one row per frame), video 1 becomes a
+    generated rollout whose clips carry IDM pseudo-actions (``clip_idm_actions``, (T-1, A) float16);
+    the others keep only their latent actions. Returns what was written, by video and clip id.
+    """
+    from egocurate.catalog import tables
+
+    videos = sorted(catalog.read("videos").to_pylist(), key=lambda r: r["uri"])
+    clips = catalog.read("clips").to_pylist()
+    real_video, generated_video = videos[0], videos[1]
+    real = actions_for(0, int(real_video["num_frames"]), action_dim)
+    names = [f"joint_{i}" for i in range(action_dim)]
+    catalog.append(
+        tables.EPISODE_ACTIONS,
+        pa.Table.from_pylist(
+            [
+                {
+                    "video_id": real_video["video_id"],
+                    "dataset_uri": "sample",
+                    "episode_index": 0,
+                    "camera": "observation.images.top",
+                    "fps": real_video["fps"],
+                    "num_frames": len(real),
+                    "actions": real.astype("<f4").tobytes(),
+                    "actions_shape": list(real.shape),
+                    "action_names": names,
+                    "source_format": "lerobot_v2.1",
+                }
+            ]
+        ),
+    )
+    catalog.upsert(tables.VIDEOS, pa.Table.from_pylist([{**generated_video, "origin": "generated",
+                                                          "generator": "sample-world-model"}]))  # fmt: skip
+    idm = {}
+    for clip in clips:
+        if clip["video_id"] != generated_video["video_id"]:
+            continue
+        n = int(clip["end_frame"]) - int(clip["start_frame"])
+        values = (np.arange((n - 1) * action_dim, dtype=np.float32).reshape(n - 1, action_dim) / 8).astype(
+            "<f2"
+        )
+        idm[clip["clip_id"]] = values
+    catalog.append(
+        tables.CLIP_IDM_ACTIONS,
+        pa.Table.from_pylist(
+            [
+                {
+                    "clip_id": cid,
+                    "video_id": generated_video["video_id"],
+                    "idm_model_id": "idm-tiny",
+                    "checkpoint_hash": "deadbeef",
+                    "horizon": 4,
+                    "actions": values.tobytes(),
+                    "actions_shape": list(values.shape),
+                    "action_names": names,
+                }
+                for cid, values in idm.items()
+            ]
+        ),
+    )
+    return {
+        "real_video": real_video["video_id"],
+        "real": real,
+        "generated_video": generated_video["video_id"],
+        "idm": idm,
+        "names": names,
+    }
