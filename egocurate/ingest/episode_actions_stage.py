@@ -72,7 +72,8 @@ class EpisodeActionsStage(BaseStage):
             info = self._info(row["dataset_uri"])
             actions, states = read_episode_arrays(row["actions_uri"], self.storage_options)
         except (FileNotFoundError, KeyError, ValueError) as exc:
-            return {**out, tables.ERROR_KIND: MISSING_ACTIONS, tables.ERROR_MESSAGE: str(exc)}
+            message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+            return {**out, tables.ERROR_KIND: MISSING_ACTIONS, tables.ERROR_MESSAGE: message}
         frames = row.get("num_frames")
         if frames is not None and len(actions) != int(frames):
             message = f"{len(actions)} action rows but the video has {frames} frames ({row['actions_uri']})"

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -15,13 +16,15 @@ from egocurate.cli.main import app
 from egocurate.ingest.episode_actions_stage import decode_episode_array
 from egocurate.testing.lerobot import CAMERAS, write_lerobot_dataset
 
-FRAMES = [8, 9, 8, 10]  # per episode; episode 1 loses its parquet, episode 2 one action row
+FRAMES = [8, 9, 8, 10, 6]  # per episode; 1 loses its parquet, 2 one action row, 4 its action column
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("lerobot") / "tiny_arm"
-    truth = write_lerobot_dataset(root, episodes=4, frames=FRAMES, missing_parquet=[1], short_actions=[2])
+    truth = write_lerobot_dataset(root, episodes=5, frames=FRAMES, missing_parquet=[1], short_actions=[2])
+    data = root / "data" / "chunk-000" / "episode_000004.parquet"
+    pq.write_table(pq.read_table(data).drop_columns(["action"]), data)
     return root, truth
 
 
@@ -36,13 +39,13 @@ def test_episodes_actions_states_fps_and_bad_episodes_quarantined(dataset, tmp_p
     _ingest(str(root), "--catalog", str(catalog_dir))
     catalog = Catalog(catalog_dir, create=False)
     videos = {r["episode_index"]: r for r in catalog.read("videos").to_pylist()}
-    assert sorted(videos) == [0, 3]  # the two broken episodes are quarantined, the rest ingest
+    assert sorted(videos) == [0, 3, 4]  # the two broken episodes are quarantined, the rest ingest
     for index, row in videos.items():
         assert row["camera"] == CAMERAS[0]  # no --camera: the first video key
         assert f"/{CAMERAS[0]}/episode_{index:06d}.mp4" in row["uri"]
         assert row["fps"] == 10 and row["num_frames"] == FRAMES[index] and row["origin"] == "real"
         assert row["dataset"] == "tiny_arm" and row["task_text"] in ("pick the cube", "push the cube left")
-    quarantine = {r["key"].rsplit("_", 1)[-1][:6]: r for r in catalog.read("quarantine").to_pylist()}
+    quarantine = {r["uri"].rsplit("_", 1)[-1][:6]: r for r in catalog.read("quarantine").to_pylist()}
     assert quarantine["000001"]["error_kind"] == "missing_actions"
     assert "episode_000001.parquet not found" in quarantine["000001"]["message"]
     assert quarantine["000002"]["error_kind"] == "action_length_mismatch"
@@ -50,6 +53,11 @@ def test_episodes_actions_states_fps_and_bad_episodes_quarantined(dataset, tmp_p
         "7 action rows but the observation.images.top video has 8 frames" in quarantine["000002"]["message"]
     )
 
+    (no_column,) = [r for r in quarantine.values() if r["stage"] == "episode_actions"]
+    assert no_column["error_kind"] == "missing_actions" and no_column["key"] == videos[4]["video_id"]
+    assert no_column["message"].startswith(
+        f"{root}/data/chunk-000/episode_000004.parquet has no 'action' column"
+    )
     actions = {r["episode_index"]: r for r in catalog.read("episode_actions").to_pylist()}
     assert sorted(actions) == [0, 3]
     for index, row in actions.items():
@@ -68,7 +76,7 @@ def test_episodes_actions_states_fps_and_bad_episodes_quarantined(dataset, tmp_p
     versions = {name: catalog.version(name) for name in ("videos", "episode_actions", "quarantine")}
     _ingest(str(root), "--catalog", str(catalog_dir))  # a re-ingest adds nothing
     assert {name: catalog.version(name) for name in versions} == versions
-    assert catalog.count("episode_actions") == 2 and catalog.count("videos") == 2
+    assert catalog.count("episode_actions") == 2 and catalog.count("videos") == 3
 
 
 def test_camera_option_picks_the_video_key(dataset, tmp_path):
@@ -76,7 +84,7 @@ def test_camera_option_picks_the_video_key(dataset, tmp_path):
     _ingest(str(root), "--catalog", str(tmp_path / "cat"), "--camera", CAMERAS[1])
     catalog = Catalog(tmp_path / "cat", create=False)
     rows = catalog.read("videos").to_pylist()
-    assert len(rows) == 2 and all(f"/{CAMERAS[1]}/" in r["uri"] and r["camera"] == CAMERAS[1] for r in rows)
+    assert len(rows) == 3 and all(f"/{CAMERAS[1]}/" in r["uri"] and r["camera"] == CAMERAS[1] for r in rows)
     assert set(catalog.read("episode_actions").column("camera").to_pylist()) == {CAMERAS[1]}
 
 
