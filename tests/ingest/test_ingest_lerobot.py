@@ -117,3 +117,14 @@ def test_info_json_names_and_units_helpers():
     info = {"features": {"action": {"shape": [2], "names": {"motors": ["a", "b"]}, "unit": "m"}}}
     assert feature_names(info, "action") == ["a", "b"] and feature_units(info, "action") == ["m", "m"]
     assert json.dumps(tables.EPISODE_ACTIONS.columns)  # the shared schema is what the stage writes
+
+
+def test_pipeline_file_source_with_camera_key(dataset, tmp_path):
+    root, _ = dataset
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(f"catalog: cat\nsources: [{root}]\ncamera: {CAMERAS[1]}\nprogress: false\n")
+    result = CliRunner().invoke(app, ["run", str(pipeline)])
+    assert result.exit_code == 0, result.output
+    catalog = Catalog(tmp_path / "cat", create=False)  # episode_actions ran after ingest on its own
+    assert set(catalog.read("episode_actions").column("camera").to_pylist()) == {CAMERAS[1]}
+    assert catalog.count("episode_actions") == 2
