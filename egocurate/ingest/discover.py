@@ -8,8 +8,8 @@ in `extra_json`. Relative uris in a manifest are resolved against its folder.
 
 A manifest of generated rollouts may carry `prompt`, `initial_frame` and `generator` columns; its
 rows are ``origin: generated`` (an explicit `origin` column wins), every other row is ``real``. A
-LeRobot v2.x dataset folder (one with ``meta/info.json``) lists one row per episode
-(``ingest.lerobot``).
+LeRobot v2.x dataset folder (one with ``meta/info.json``), given or found inside a folder, lists one
+row per episode (``ingest.lerobot``).
 """
 
 from __future__ import annotations
@@ -150,21 +150,31 @@ def _list_source(source: str, storage_options: dict | None, camera: str | None =
     target = source if _is_remote(source) else _local(source)
     fs, path = fsspec.core.url_to_fs(target, **fsspec_options(storage_options))
     if is_lerobot_dataset(fs, path):
-        root = _qualify(fs, path, source)
-        rows = []
-        for episode in lerobot_episodes(root, camera, storage_options):
-            meta = {"dataset": episode.pop("dataset"), "task_text": episode.pop("task_text")}
-            rows.append({**_row(episode.pop("uri"), source, meta), **episode})
-        return rows
+        return _lerobot_rows(_qualify(fs, path, source), source, camera, storage_options)
     if any(ch in path for ch in "*?["):
         paths = [p for p in fs.glob(path) if _is_video(p) and fs.isfile(p)]
     elif fs.isdir(path):
-        paths = [p for p in fs.find(path) if _is_video(p)]
+        found = fs.find(path)
+        # LeRobot datasets inside the folder are read as datasets (one camera, with their actions),
+        # not as loose MP4s of every camera.
+        roots = sorted(p[: -len("/meta/info.json")] for p in found if p.endswith("/meta/info.json"))
+        rows = [r for root in roots for r in _lerobot_rows(_qualify(fs, root, source), source, camera,
+                                                           storage_options)]  # fmt: skip
+        paths = [p for p in found if _is_video(p) and not any(p.startswith(f"{r}/") for r in roots)]
+        return rows + [_row(_qualify(fs, p, source), source) for p in sorted(paths)]
     elif fs.exists(path):
         paths = [path]
     else:
         raise SourceError(f"source not found: {source}")
     return [_row(_qualify(fs, p, source), source) for p in sorted(paths)]
+
+
+def _lerobot_rows(root: str, source: str, camera: str | None, storage_options: dict | None) -> list[dict]:
+    rows = []
+    for episode in lerobot_episodes(root, camera, storage_options):
+        meta = {"dataset": episode.pop("dataset"), "task_text": episode.pop("task_text")}
+        rows.append({**_row(episode.pop("uri"), source, meta), **episode})
+    return rows
 
 
 def discover(

@@ -78,7 +78,8 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
     engines: dict[str, Engine] = {}
     summaries: list[StageSummary] = []
     built = []
-    for stage_config in with_episode_actions(config):
+    stage_configs, auto = with_episode_actions(config)
+    for stage_config in stage_configs:
         if not stage_config.enabled:
             continue
         entry = entry_for(stage_config.name)
@@ -100,11 +101,13 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
                     engines["spark"] = make_engine("spark", config)  # the session (and conf) it reuses
                 summaries.append(stage.run_corpus(catalog, progress=config.progress))
                 continue
-            if engine_name not in engines:
-                engines[engine_name] = make_engine(engine_name, config)
             rows = build_inputs(
                 entry.inputs, catalog, config.sources, config.storage_options or None, camera=config.camera
             )
+            if stage_config is auto and rows.num_rows == 0:
+                continue  # added for robot datasets; nothing of the kind to do: no engine, no summary
+            if engine_name not in engines:
+                engines[engine_name] = make_engine(engine_name, config)
             if entry.inputs == "discovered" and rows.num_rows == 0 and not config.allow_empty:
                 raise EmptySourceError(
                     f"no video found in {', '.join(config.sources) or '(no sources)'}; "
@@ -124,31 +127,18 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
     return summaries
 
 
-def with_episode_actions(config: PipelineConfig) -> list[StageConfig]:
-    """The configured stages, with ``episode_actions`` right after ``ingest`` when a source is a
-    LeRobot dataset and the file does not name that stage itself (its actions land with its videos)."""
-    from egocurate.ingest.lerobot import is_lerobot_dataset
-    from egocurate.storage import fsspec_options
-
+def with_episode_actions(config: PipelineConfig) -> tuple[list[StageConfig], StageConfig | None]:
+    """The configured stages with ``episode_actions`` right after ``ingest`` (unless the file names
+    it), and that added stage: robot-dataset episodes get their actions in the same run. It runs
+    only when the catalog has robot episodes without actions (none: no engine, no summary line)."""
     stages = list(config.stages)
     names = [s.name for s in stages]
     if "ingest" not in names or "episode_actions" in names:
-        return stages
-
-    def robot(source: str) -> bool:
-        import fsspec
-
-        try:
-            fs, path = fsspec.core.url_to_fs(source, **fsspec_options(config.storage_options or None))
-            return is_lerobot_dataset(fs, path)
-        except Exception:  # noqa: BLE001 - discovery reports unreachable sources itself
-            return False
-
-    if not any(robot(s) for s in config.sources):
-        return stages
+        return stages, None
     at = names.index("ingest") + 1
     ingest = stages[at - 1]
-    return [*stages[:at], StageConfig(name="episode_actions", engine=ingest.engine), *stages[at:]]
+    auto = StageConfig(name="episode_actions", engine=ingest.engine, engine_locked=ingest.engine_locked)
+    return [*stages[:at], auto, *stages[at:]], auto
 
 
 def _corpus_spark_params(cls: type, params: dict[str, Any], config: PipelineConfig) -> None:

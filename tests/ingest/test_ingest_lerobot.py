@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog
 from egocurate.cli.main import app
+from egocurate.ingest.discover import discover
 from egocurate.ingest.episode_actions_stage import decode_episode_array
 from egocurate.testing.lerobot import CAMERAS, write_lerobot_dataset
 
@@ -128,3 +130,19 @@ def test_pipeline_file_source_with_camera_key(dataset, tmp_path):
     catalog = Catalog(tmp_path / "cat", create=False)  # episode_actions ran after ingest on its own
     assert set(catalog.read("episode_actions").column("camera").to_pylist()) == {CAMERAS[1]}
     assert catalog.count("episode_actions") == 2
+
+
+def test_a_folder_holding_a_dataset_reads_it_as_a_dataset(dataset, tmp_path):
+    root, _ = dataset
+    parent = tmp_path / "robots"
+    shutil.copytree(root, parent / "tiny_arm")
+    loose = parent / "loose.mp4"
+    shutil.copy(next(root.rglob("episode_000000.mp4")), loose)
+    rows = discover([str(parent)]).to_pylist()
+    plain = [r for r in rows if r["actions_uri"] is None]
+    assert [r["uri"] for r in plain] == [str(loose)]  # no loose MP4s of the dataset's other camera
+    assert sorted(r["episode_index"] for r in rows if r["actions_uri"]) == [0, 1, 2, 3, 4]
+    assert {r["camera"] for r in rows if r["actions_uri"]} == {CAMERAS[0]}
+    _ingest(str(parent), "--catalog", str(tmp_path / "cat"))
+    catalog = Catalog(tmp_path / "cat", create=False)
+    assert sorted(catalog.read("episode_actions").column("episode_index").to_pylist()) == [0, 3]
