@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -16,6 +17,7 @@ from egocurate.catalog.store import Catalog
 from egocurate.cli.main import app
 from egocurate.ingest.discover import discover
 from egocurate.ingest.episode_actions_stage import decode_episode_array
+from egocurate.jobs.pipeline import ingest
 from egocurate.testing.lerobot import CAMERAS, write_lerobot_dataset
 
 FRAMES = [8, 9, 8, 10, 6]  # per episode; 1 loses its parquet, 2 one action row, 4 its action column
@@ -146,3 +148,25 @@ def test_a_folder_holding_a_dataset_reads_it_as_a_dataset(dataset, tmp_path):
     _ingest(str(parent), "--catalog", str(tmp_path / "cat"))
     catalog = Catalog(tmp_path / "cat", create=False)
     assert sorted(catalog.read("episode_actions").column("episode_index").to_pylist()) == [0, 3]
+
+
+def test_dataset_at_an_fsspec_url(dataset, tmp_path):
+    root, truth = dataset
+    memory = fsspec.filesystem("memory")
+    base = f"/lerobot-{tmp_path.name}/tiny_arm"
+    for path in root.rglob("*"):
+        if path.is_file():
+            memory.pipe(f"{base}/{path.relative_to(root).as_posix()}", path.read_bytes())
+    try:
+        ingest([f"memory://{base}"], str(tmp_path / "cat"), progress=False)
+        catalog = Catalog(tmp_path / "cat", create=False)
+        rows = {r["episode_index"]: r for r in catalog.read("episode_actions").to_pylist()}
+        assert sorted(rows) == [0, 3] and rows[0]["dataset_uri"] == f"memory://{base}"
+        assert np.array_equal(
+            decode_episode_array(rows[3]["actions"], rows[3]["actions_shape"]), truth["actions"][3]
+        )
+        assert all(
+            u.startswith(f"memory://{base}/videos/") for u in catalog.read("videos").column("uri").to_pylist()
+        )
+    finally:
+        memory.rm(base.split("/tiny_arm")[0], recursive=True)
