@@ -7,8 +7,9 @@ Sources, in a preference order the caller gives (``--action-source real,idm,late
 - ``latent``: the latent action model's 32-d proxies (``clip_latents``), the last frame zero;
 - ``zeros``: zeros of the dataset's action size (what an export without any action held so far).
 
-A LeRobot dataset has one action size, fixed by the most preferred source any selected clip has;
-each clip takes the first source in the order that it has at that size. A clip with none is left
+A LeRobot dataset has one action space and size, fixed by the most preferred source any selected
+clip has (recorded and IDM actions share the robot's space; latent actions are their own); each
+clip takes the first source in the order that it has in that space and size. A clip with none is left
 out with its reason (and counted): never written with an action it does not have.
 """
 
@@ -28,6 +29,9 @@ ACTION_SOURCES = ("real", "idm", "latent", "zeros")
 DEFAULT_ACTION_SOURCE = ("latent", "zeros")  # today's export: latent actions, zeros where absent
 LATENT_DIM = 32
 KINDS = {"real": "real_actions", "idm": "idm_actions", "latent": "latent_actions", "zeros": "zeros"}
+# Recorded and IDM actions share the robot's action space; latent actions are a space of their own,
+# so one dataset never mixes them even when the sizes happen to agree.
+SPACES = {"real": "robot", "idm": "robot", "latent": "latent"}
 
 
 def parse_action_source(value: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -93,18 +97,25 @@ def plan_actions(view: Sequence[Mapping[str, Any]], rows: ActionRows, order: Seq
     first_real = [s for s in order if s != "zeros"]
     dim, names = None, None
     available = [dict(rows.available(row)) for row in view]
-    for source in first_real:  # the most preferred source any clip has fixes the size
+    space = "latent"
+    for source in first_real:  # the most preferred source any clip has fixes the space and size
         dim = next((have[source] for have in available if source in have), None)
         if dim is not None:
+            space = SPACES[source]
             break
     dim = dim or LATENT_DIM
+
+    def fits(source: str, have: dict[str, int]) -> bool:
+        return source == "zeros" or (SPACES[source] == space and have.get(source) == dim)
+
     chosen, left_out = {}, {}
     for row, have in zip(view, available, strict=True):
-        source = next((s for s in order if s == "zeros" or have.get(s) == dim), None)
+        source = next((s for s in order if fits(s, have)), None)
         if source is None:
             present = ", ".join(f"{s} ({d}-d)" for s, d in have.items()) or "none"
             left_out[row["clip_id"]] = (
-                f"no action from {', '.join(order)} of the dataset's size {dim} (has: {present})"
+                f"no action from {', '.join(order)} in the dataset's {space} action space of size {dim} "
+                f"(has: {present})"
             )
             continue
         chosen[row["clip_id"]] = source

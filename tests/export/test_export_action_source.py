@@ -53,7 +53,8 @@ def test_real_for_real_episodes_idm_for_generated_ones_and_the_rest_counted(samp
     marker = json.loads((out / "meta" / "egocurate_export.json").read_text())
     assert marker["action"] == provenance and len(marker["skipped"]) == 2
     assert all(
-        "no action from real, idm, latent of the dataset's size 3" in r for r in marker["skipped"].values()
+        "no action from real, idm, latent in the dataset's robot action space of size 3" in r
+        for r in marker["skipped"].values()
     )
 
     for episode, listed, side in zip(range(len(jsonl)), jsonl, sidecar, strict=True):
@@ -87,3 +88,20 @@ def test_latent_preference_and_default(sample, tmp_path):
     assert parse_action_source(None) == ("latent", "zeros")  # the default: the export as it always was
     with pytest.raises(ValueError, match="comma-separated order of real, idm, latent, zeros"):
         parse_action_source("real,telepathy")
+
+
+def test_recorded_and_latent_actions_never_share_a_dataset_even_at_one_size():
+    from egocurate.export.actions import ActionRows, plan_actions
+
+    rows = ActionRows(
+        real={
+            "v0": {"actions": b"x", "actions_shape": [10, 32], "action_names": [f"j{i}" for i in range(32)]}
+        },
+        latent={"c0": {"latent_actions": b"x"}, "c1": {"latent_actions": b"x"}},
+    )
+    view = [{"clip_id": "c0", "video_id": "v0"}, {"clip_id": "c1", "video_id": "v1"}]
+    plan = plan_actions(view, rows, ("real", "latent"))
+    assert plan.chosen == {"c0": "real"} and plan.dim == 32 and plan.names[0] == "j0"
+    assert "robot action space of size 32 (has: latent (32-d))" in plan.left_out["c1"]
+    plan = plan_actions(view, rows, ("real", "zeros"))
+    assert plan.chosen == {"c0": "real", "c1": "zeros"} and not plan.left_out
