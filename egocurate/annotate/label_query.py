@@ -15,7 +15,7 @@ from typing import Any
 TASK_EXPR = "lower(coalesce(task, task_text, ''))"
 DEFAULT_COLUMNS = (
     "clip_id, video_id, uri, start_frame, end_frame, start_s, end_s, duration_s, task, verb, scene, objects, "
-    "label_source, task_score, scene_score, keep"
+    "label_source, task_score, scene_score, origin, generator, keep"
 )
 
 
@@ -40,6 +40,7 @@ class LabelQuery:
     max_seconds: float | None = None
     min_task_score: float | None = None
     keep: bool | None = None  # True: kept clips only; False: filtered clips only
+    origin: str | None = None  # real | generated (a world model's rollout)
     limit: int | None = None
 
     def where(self) -> tuple[str, list[Any]]:
@@ -72,6 +73,9 @@ class LabelQuery:
             params.append(float(self.min_task_score))
         if self.keep is not None:
             conds.append("keep" if self.keep else "NOT coalesce(keep, FALSE)")
+        if self.origin is not None:
+            conds.append("origin = ?")
+            params.append(self.origin)
         return (" AND ".join(conds) or "TRUE"), params
 
     def sql(self, columns: str = DEFAULT_COLUMNS) -> tuple[str, list[Any]]:

@@ -57,6 +57,9 @@ def clip_view_sql(thresholds: Mapping[str, float] | None = None) -> str:
             if column in HEAVY_COLUMNS or out_name in selected:
                 continue
             selected.add(out_name)
+            if (name, column) == ("videos", "origin"):  # rows ingested before origins existed are real
+                columns.append(f"coalesce({alias}.origin, 'real') AS origin")
+                continue
             columns.append(f"{alias}.{column} AS {out_name}" if out_name != column else f"{alias}.{column}")
         joins.append(f"LEFT JOIN {name} {alias} ON c.{key} = {alias}.{key}")
     keep = keep_expression(thresholds)
@@ -130,10 +133,20 @@ def spark_dataframe(spark: Any, catalog: Catalog, name: str, version: int | None
     This needs no Delta jars: the file list comes from the Delta log via ``deltalake``.
     """
     files = catalog.files(name, version)
-    if files:
-        return spark.read.parquet(*files)
-    spec = tables.spec_for(name)
-    return spark.createDataFrame(spec.schema.empty_table())
+    spec = tables.SPECS.get(name)
+    if not files:
+        return spark.createDataFrame(tables.spec_for(name).schema.empty_table())
+    # Files of a table written before a column existed lack it: merge the files' schemas, then add
+    # what the spec declares and no file has yet as nulls (as Catalog.dataset does for DuckDB).
+    frame = spark.read.option("mergeSchema", "true").parquet(*files)
+    missing = [f for f in spec.schema if f.name not in frame.columns] if spec is not None else []
+    if missing:
+        from pyspark.sql import functions
+        from pyspark.sql.pandas.types import from_arrow_type
+
+        for fld in missing:
+            frame = frame.withColumn(fld.name, functions.lit(None).cast(from_arrow_type(fld.type)))
+    return frame
 
 
 def register_spark_views(

@@ -70,3 +70,53 @@ def align_latent_actions(
         and starts[-1] / stride < len(actions)
     )
     return actions[rows], ("exact" if exact else "nearest")
+
+
+def clip_source_frames(view_row: Mapping[str, Any], offsets: list[int]) -> np.ndarray:
+    """Source-video frame numbers of a clip's rendered `offsets` (what real actions are indexed by).
+
+    Offsets count frames of what ``source_span`` decodes: the source itself for a virtual clip, the
+    transcoded clip file (at the clip's own rate) otherwise.
+    """
+    start = int(view_row.get("start_frame") or 0)
+    offsets_arr = np.asarray(offsets, dtype=np.float64)
+    if view_row.get("clip_uri"):
+        clip_fps = float(first_present(view_row.get("fps"), view_row.get("video_fps"), 30.0))
+        video_fps = float(first_present(view_row.get("video_fps"), view_row.get("src_fps"), clip_fps))
+        offsets_arr = np.round(offsets_arr * video_fps / clip_fps)
+    return start + offsets_arr.astype(np.int64)
+
+
+def align_real_actions(
+    data: bytes | None, shape: list[int] | None, view_row: Mapping[str, Any], offsets: list[int]
+) -> np.ndarray | None:
+    """Recorded per-frame actions (``episode_actions``, float32) of the rendered frames, or None
+    when the episode holds none or does not cover every frame of the clip."""
+    if data is None or not shape or not offsets:
+        return None
+    actions = np.frombuffer(data, dtype="<f4").reshape([int(x) for x in shape])
+    frames = clip_source_frames(view_row, offsets)
+    if frames.min() < 0 or frames.max() >= len(actions):
+        return None
+    return actions[frames].astype(np.float32)
+
+
+def align_idm_actions(
+    data: bytes | None, shape: list[int] | None, span: int, offsets: list[int]
+) -> tuple[np.ndarray | None, str | None]:
+    """IDM pseudo-actions (``clip_idm_actions``, float16 (T-1, A)) of each rendered frame.
+
+    Row k is the action from clip frame k*s to (k+1)*s, s = (span-1)/(T-1) (1 when the IDM labelled
+    every transition of the `span`-frame clip), in the robot's units, like a recorded action at
+    frame k*s. A rendered frame takes the nearest row, the last frame the last row (held); "exact"
+    when every rendered frame but the last starts a row.
+    """
+    if data is None or not shape or not offsets or int(shape[0]) < 1:
+        return None, None
+    actions = np.frombuffer(data, dtype="<f2").reshape([int(x) for x in shape]).astype(np.float32)
+    rows = len(actions)
+    stride = max(1, int(round((span - 1) / rows)))
+    nearest = np.floor(np.asarray(offsets, dtype=np.float64) / stride + 0.5).astype(np.int64)
+    index = np.clip(nearest, 0, rows - 1)
+    exact = stride * rows == span - 1 and all(o % stride == 0 for o in offsets[:-1])
+    return actions[index], ("exact" if exact else "nearest")

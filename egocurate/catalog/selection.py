@@ -28,6 +28,8 @@ SOURCE_TABLES = (
     "clip_labels",
     "clip_latents",
     "clip_tokenizer_latents",
+    "episode_actions",
+    "clip_idm_actions",
 )
 TOKENIZER_LATENTS = "clip_tokenizer_latents"
 
@@ -45,22 +47,27 @@ def select_clips(
     query: str | None = None,
     task: str | None = None,
     thresholds: Mapping[str, float] | None = None,
+    origin: str | None = None,
 ) -> pa.Table:
     """Clip-view rows of the clips `query` returns (it must have a ``clip_id`` column), sorted by id.
 
     `query` defaults to every kept clip; `task` further keeps clips whose task matches a glob such
-    as ``"pour*"``.
+    as ``"pour*"``; `origin` keeps only ``real`` or only ``generated`` clips.
     """
+    if origin is not None and origin not in tables.ORIGINS:
+        raise ValueError(f"origin must be one of {', '.join(tables.ORIGINS)}; got {origin!r}")
     sql = query or DEFAULT_QUERY
+    params = ([task] if task else []) + ([origin] if origin else [])
     statement = (
         f"WITH sel AS ({sql}) SELECT v.* FROM clip_view v "
         f"WHERE v.clip_id IN (SELECT clip_id FROM sel)"
         + (f" AND {task_predicate('v')}" if task else "")
+        + (" AND v.origin = ?" if origin else "")
         + " ORDER BY v.clip_id"
     )
     con = connect(catalog, thresholds)
     try:
-        return con.sql(statement, params=[task] if task else None).to_arrow_table()
+        return con.sql(statement, params=params or None).to_arrow_table()
     finally:
         con.close()
 
@@ -93,6 +100,21 @@ def latents_for(catalog: Catalog, clip_ids: Sequence[str]) -> dict[str, dict[str
             if value is not None and target.get(key) is None:
                 target[key] = value
     return merged
+
+
+def episode_actions_for(catalog: Catalog, video_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Recorded robot actions (``episode_actions``) of `video_ids`, by video id."""
+    ds = catalog.dataset(tables.EPISODE_ACTIONS.name)
+    ids = sorted({v for v in video_ids if v})
+    if ds is None or not ids:
+        return {}
+    data = ds.to_table(filter=pc.field("video_id").isin(ids))
+    return {row["video_id"]: row for row in data.to_pylist()}
+
+
+def idm_actions_for(catalog: Catalog, clip_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """IDM pseudo-actions (``clip_idm_actions``) of `clip_ids`, by clip id."""
+    return rows_for(catalog, tables.CLIP_IDM_ACTIONS.name, clip_ids)
 
 
 def hash_unit(text: str) -> float:

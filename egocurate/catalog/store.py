@@ -264,7 +264,7 @@ class Catalog:
         """Create `spec`'s table if it does not exist yet (an empty version 0)."""
         dt = self.table(spec.name)
         if dt is not None:
-            return dt
+            return self._evolve(spec, dt)
         try:
             return DeltaTable.create(
                 self.uri(spec.name),
@@ -281,6 +281,30 @@ class Catalog:
             if existing is None:
                 raise
             return existing
+
+    def _evolve(self, spec: TableSpec, dt: DeltaTable) -> DeltaTable:
+        """Add the columns `spec` declares that a table created by an older egocurate lacks.
+
+        Old rows read those columns as null. Without this a commit would store the new columns in
+        its files but the table schema would hide them. Two writers evolving at once: whoever
+        loses the race finds the columns there when it looks again.
+        """
+        from deltalake import Field
+
+        for attempt in range(5):
+            have = set(dt.schema().to_arrow().names)
+            missing = [f for f in spec.schema if f.name not in have]
+            if not missing:
+                return dt
+            try:
+                dt.alter.add_columns([Field.from_arrow(f) for f in missing])
+            except Exception:  # noqa: BLE001 - another writer evolved it first: look again
+                if attempt == 4:
+                    raise
+                backoff(attempt)
+            dt = self.table(spec.name)
+            assert dt is not None
+        return dt
 
     def tables(self) -> list[str]:
         """Names of the Delta tables present under the root."""
@@ -305,8 +329,17 @@ class Catalog:
 
     # ------------------------------------------------------------------ reads
     def dataset(self, name: str, version: int | str | None = None) -> pads.Dataset | None:
+        """The table as an Arrow dataset; columns its spec declares that an older table lacks read as null."""
         dt = self.table(name, version)
-        return None if dt is None else dt.to_pyarrow_dataset(filesystem=native_filesystem(dt.table_uri))
+        if dt is None:
+            return None
+        ds = dt.to_pyarrow_dataset(filesystem=native_filesystem(dt.table_uri))
+        spec = tables.SPECS.get(name)
+        if spec is not None:
+            missing = [f for f in spec.schema if f.name not in ds.schema.names]
+            if missing:  # an old catalog, read without writing to it
+                ds = ds.replace_schema(pa.schema(list(ds.schema) + missing))
+        return ds
 
     def read(
         self,

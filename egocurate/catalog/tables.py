@@ -73,9 +73,21 @@ VIDEOS = TableSpec(
             ("bitrate", pa.int64()),
             ("is_vfr", pa.bool_()),
             ("probe_backend", pa.string()),
+            # Added with robot and generated sources (issue 16); a catalog written before them reads
+            # these as null (Catalog.dataset) and gains them on its next write (Catalog.ensure).
+            ("origin", pa.string()),  # "real" (recorded) or "generated" (a world model's rollout)
+            ("generator", pa.string()),  # generated rows: the model that produced the video
+            ("prompt", pa.string()),  # generated rows: the instruction it was rolled out from
+            ("initial_frame", pa.string()),  # generated rows: uri of the first frame it started from
+            ("dataset_uri", pa.string()),  # robot datasets: the dataset root the episode came from
+            ("episode_index", pa.int64()),  # robot datasets: the episode within it
+            ("camera", pa.string()),  # robot datasets: the video key this row's uri is
+            ("actions_uri", pa.string()),  # robot datasets: the episode's data file (actions, states)
         ]
     ),
 )
+
+ORIGINS = ("real", "generated")
 
 QUARANTINE = TableSpec(
     name="quarantine",

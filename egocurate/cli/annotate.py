@@ -126,6 +126,11 @@ def stats(
     console.print(table)
 
 
+class Origin(StrEnum):
+    real = "real"
+    generated = "generated"
+
+
 class ManifestFormat(StrEnum):
     auto = "auto"
     parquet = "parquet"
@@ -148,6 +153,9 @@ def query(
     keep: Annotated[
         bool | None, typer.Option("--keep/--filtered", help="Only kept (or only filtered) clips.")
     ] = None,
+    origin: Annotated[
+        Origin | None, typer.Option(help="Only recorded (real) or only generated (rollout) clips.")
+    ] = None,
     threshold: ThresholdOption = None,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many clips.")] = None,
     out: Annotated[
@@ -168,7 +176,7 @@ def query(
     spec = LabelQuery(
         task=task, scene=scene, objects=list(object_ or []), source=source, label_source=label_source,
         min_seconds=min_seconds, max_seconds=max_seconds, min_task_score=min_task_score,
-        keep=keep, limit=limit,
+        keep=keep, limit=limit, origin=origin.value if origin else None,
     )  # fmt: skip
     sql, params = spec.sql()
     con = connect(cat, parse_thresholds(threshold))
@@ -180,7 +188,7 @@ def query(
         typer.echo(spec.inline_sql())
     if show:
         table = Table()
-        columns = ["clip_id", "task", "scene", "objects", "duration_s", "keep", "label_source"]
+        columns = ["clip_id", "task", "scene", "objects", "duration_s", "keep", "label_source", "origin"]
         for name in columns:
             table.add_column(name, overflow="fold")
         for row in result.slice(0, show).to_pylist():

@@ -108,12 +108,25 @@ def export_lerobot_cmd(
     height: Annotated[int, typer.Option(min=16)] = 480,
     val_fraction: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
     robot_type: Annotated[str, typer.Option(help="info.json robot_type.")] = "human_egocentric",
+    action_source: Annotated[
+        str,
+        typer.Option(
+            help="Where `action` comes from, in order of preference: real (recorded), idm "
+            "(pseudo-actions), latent, zeros. A clip with none of them is left out and counted."
+        ),
+    ] = "latent,zeros",
+    origin: Annotated[
+        str | None, typer.Option(help="Only real (recorded) or only generated (rollout) clips.")
+    ] = None,
     threshold: ThresholdOption = None,
     workers: WorkersOption = None,
     progress: ProgressOption = True,
     replace: ReplaceOption = False,
 ) -> None:
-    """Write a LeRobot v2.1 dataset: one episode per clip, latent actions as `action`.
+    """Write a LeRobot v2.1 dataset: one episode per clip, `action` from --action-source.
+
+    info.json (`egocurate_action`) and meta/episodes.jsonl (`action_source`) say which source,
+    model and checkpoint hash each episode's actions came from.
 
     Read by lerobot's LeRobotDataset (v2.1). NOT by DreamDojo's robot loader: it accepts only its
     embodiment tags (gr1, g1, agibot, yam), hard-codes their video keys and needs `state` columns,
@@ -133,6 +146,8 @@ def export_lerobot_cmd(
         height=height,
         val_fraction=val_fraction,
         robot_type=robot_type,
+        action_source=action_source,
+        origin=origin,
         thresholds=parse_thresholds(threshold),
         workers=workers,
         progress=progress,

@@ -43,8 +43,14 @@ def ingest(
     batch_size: Annotated[int, typer.Option(min=1, help="Files per worker batch.")] = 8,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     allow_empty: Annotated[bool, typer.Option(help="Succeed even if the sources match no file.")] = False,
+    camera: Annotated[
+        str | None, typer.Option(help="LeRobot datasets: the video key to ingest (default: the first).")
+    ] = None,
 ) -> None:
-    """Discover, probe and fingerprint videos into the `videos` table; bad files go to `quarantine`."""
+    """Discover, probe and fingerprint videos into the `videos` table; bad files go to `quarantine`.
+
+    A LeRobot v2.x dataset folder or URL is a source too: one video per episode, and its actions
+    and states go to `episode_actions`."""
     try:
         config = PipelineConfig.model_validate(
             {
@@ -54,6 +60,7 @@ def ingest(
                 "commit_every": commit_every,
                 "progress": progress,
                 "allow_empty": allow_empty,
+                "camera": camera,
             }
         )
         config = with_engine_options(config, **engine_options(engine, ray_address, spark_master, spark_conf))

@@ -1,4 +1,4 @@
-"""LeRobot v2.1 export: one episode per clip, latent actions as the ``action`` feature.
+"""LeRobot v2.1 export: one episode per clip; ``action`` from recorded, IDM or latent actions.
 
 Who reads it: ``lerobot``'s ``LeRobotDataset`` (v2.1 codebase, tested with lerobot 0.3.3) does.
 DreamDojo's robot loader (``groot_dreams``' ``WrappedLeRobotSingleDataset``) does **not**: it accepts
@@ -18,10 +18,15 @@ Layout::
     data/chunk-000/episode_000000.parquet
     videos/chunk-000/observation.images.ego_view/episode_000000.mp4
 
-Row t of an episode holds the latent action from frame t to t+1; the last frame, which has no
-successor, holds zeros. Clips without latent actions get zeros too, and are listed in
-``meta/egocurate_episodes.parquet`` (which maps episodes back to catalog clips) with
-``has_latent_actions`` false.
+Row t of an episode holds the action taken at frame t (towards t+1). Its source is chosen per
+episode from a preference order (``export.actions``): recorded robot actions (``real``), an IDM's
+pseudo-actions (``idm``), latent actions (``latent``; the last frame, with no successor, is zero)
+or ``zeros``. The default, ``latent,zeros``, is the export as it always was: latent actions, zeros
+for clips without them. ``info.json`` (``egocurate_action``) says which sources were used, how
+often and with which models; each episode's source, model and checkpoint hash are in
+``meta/episodes.jsonl`` (``action_source``) and ``meta/egocurate_episodes.parquet`` (which maps
+episodes back to catalog clips). A clip that has no action of an allowed source is left out and
+counted (``episodes_left_out_without_action``).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,9 +44,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from egocurate.catalog.rows import align_latent_actions, first_present, source_span
-from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, latents_for, select_clips, split_for
+from egocurate.catalog.rows import first_present, source_span
+from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, select_clips, split_for
 from egocurate.catalog.store import Catalog
+from egocurate.export.actions import (
+    KINDS,
+    ActionPlan,
+    ActionRows,
+    episode_actions,
+    parse_action_source,
+    plan_actions,
+)
 from egocurate.export.common import ExportReport, Staging, write_atomic
 from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, render_rate_plan
 
@@ -64,7 +77,9 @@ SIDECAR = "meta/egocurate_episodes.parquet"  # episode -> clip_id (also how a re
 SPLIT_ORDER = {"train": 0, "val": 1}
 
 
-def features(fps: float, width: int, height: int, action_dim: int = LATENT_DIM) -> dict[str, Any]:
+def features(
+    fps: float, width: int, height: int, action_dim: int = LATENT_DIM, names: list[str] | None = None
+) -> dict[str, Any]:
     """The `features` block of info.json."""
     out: dict[str, Any] = {
         VIDEO_KEY: {
@@ -85,7 +100,7 @@ def features(fps: float, width: int, height: int, action_dim: int = LATENT_DIM) 
         "action": {
             "dtype": "float32",
             "shape": [action_dim],
-            "names": [f"latent_{i}" for i in range(action_dim)],
+            "names": names or [f"latent_{i}" for i in range(action_dim)],
         },
     }
     for name, dtype in SCALARS.items():
@@ -150,14 +165,16 @@ class ImageStats:
 
 def render_episode(
     view_row: Mapping[str, Any],
-    latent_row: Mapping[str, Any] | None,
+    rows: ActionRows,
+    source: str,
+    dim: int,
     fps: float,
     width: int,
     height: int,
     min_frames: int,
     crf: int,
 ) -> dict[str, Any]:
-    """One clip as an episode: MP4 bytes, per-frame actions and image statistics.
+    """One clip as an episode: MP4 bytes, per-frame actions from `source` and image statistics.
 
     The dataset has one frame rate, so a source slower than `fps` is refused (``LowFrameRate``),
     never frame-duplicated up to it.
@@ -166,6 +183,7 @@ def render_episode(
     offsets, _ = render_rate_plan(end - start, src_fps, fps, None, "refuse")
     if len(offsets) < min_frames:
         raise ValueError(f"{len(offsets)} frames at {fps:g} fps < {min_frames}")
+    action = episode_actions(source, view_row, rows, offsets, end - start, dim)
     stats = ImageStats()
 
     def frames():
@@ -174,20 +192,13 @@ def render_episode(
             yield chunk
 
     video = encode_mp4(frames(), fps, crf=crf)
-    lat = latent_row or {}
-    actions, alignment = align_latent_actions(
-        lat.get("latent_actions"), lat.get("latent_actions_shape"), lat.get("lam_stride"), offsets
-    )
-    per_frame = np.zeros((len(offsets), LATENT_DIM), dtype=np.float32)
-    if actions is not None:
-        per_frame[: len(actions)] = actions[:, :LATENT_DIM].astype(np.float32)
     return {
         "video": video,
-        "actions": per_frame,
+        "actions": action["values"],
         "image_stats": stats.as_dict(),
-        "alignment": alignment,
+        "alignment": action["alignment"],
         "offsets": offsets,
-        "lam_model_id": lat.get("lam_model_id") if actions is not None else None,
+        "action": action,
     }
 
 
@@ -208,8 +219,13 @@ def export_lerobot(
     workers: int | None = None,
     progress: bool = True,
     replace: bool = False,
+    action_source: str | Sequence[str] | None = None,
+    origin: str | None = None,
 ) -> ExportReport:
-    """Write the selected clips as a LeRobot v2.1 dataset with latent actions as ``action``.
+    """Write the selected clips as a LeRobot v2.1 dataset; ``action`` from `action_source`.
+
+    `action_source` is a preference order of ``real``, ``idm``, ``latent`` and ``zeros`` (default
+    ``latent,zeros``, see ``export.actions``); `origin` keeps only ``real`` or ``generated`` clips.
 
     Episodes are ordered by split, train first, then val, then any other: each clip's source split
     (a manifest ``split`` column) where it has one, else by a hash of ``video_id``. ``info.json``'s
@@ -218,8 +234,10 @@ def export_lerobot(
     """
     staging = Staging(out, MARKER)
     try:
+        order = parse_action_source(action_source)
         return _export(staging, catalog, query, task, fps, width, height, min_frames, val_fraction,
-                       robot_type, chunks_size, crf, thresholds, workers, progress, replace)  # fmt: skip
+                       robot_type, chunks_size, crf, thresholds, workers, progress, replace, order,
+                       origin)  # fmt: skip
     finally:
         staging.abandon()  # a no-op once published
 
@@ -241,18 +259,24 @@ def _export(
     workers: int | None,
     progress: bool,
     replace: bool,
+    order: tuple[str, ...],
+    origin: str | None,
 ) -> ExportReport:
     started = time.perf_counter()
     root = staging.path
-    view = select_clips(catalog, query, task, thresholds).to_pylist()
-    latents = latents_for(catalog, [r["clip_id"] for r in view])
+    view = select_clips(catalog, query, task, thresholds, origin=origin).to_pylist()
+    action_rows = ActionRows.load(catalog, view, order)
+    plan = plan_actions(view, action_rows, order)
     for row in view:
         row["_split"] = split_for(row, val_fraction)
     view.sort(key=lambda r: (SPLIT_ORDER.get(r["_split"], len(SPLIT_ORDER)), r["_split"], r["clip_id"]))
     report = ExportReport(out=str(staging.out))
+    report.skipped.update(plan.left_out)
+    renderable = [r for r in view if r["clip_id"] in plan.chosen]
 
     def build(row: dict) -> dict[str, Any]:
-        return render_episode(row, latents.get(row["clip_id"]), fps, width, height, min_frames, crf)
+        source = plan.chosen[row["clip_id"]]
+        return render_episode(row, action_rows, source, plan.dim, fps, width, height, min_frames, crf)
 
     tasks: dict[str, int] = {}
     episodes, episode_stats, sidecar = [], [], []
@@ -261,7 +285,7 @@ def _export(
     index = 0
     workers = workers or max(1, os.cpu_count() or 1)
     for row, result in tqdm(
-        ordered_map(build, view, workers), total=len(view), desc="lerobot", disable=not progress
+        ordered_map(build, renderable, workers), total=len(renderable), desc="lerobot", disable=not progress
     ):
         if isinstance(result, Exception):
             report.skipped[row["clip_id"]] = f"{type(result).__name__}: {result}"
@@ -283,10 +307,10 @@ def _export(
         }
         table = pa.table(
             {
-                "action": pa.FixedSizeListArray.from_arrays(pa.array(result["actions"].ravel()), LATENT_DIM),
+                "action": pa.FixedSizeListArray.from_arrays(pa.array(result["actions"].ravel()), plan.dim),
                 **{name: pa.array(columns[name]) for name in SCALARS},
             },
-            schema=data_schema(),
+            schema=data_schema(plan.dim),
         )
         data_path = root / DATA_PATH.format(episode_chunk=chunk, episode_index=episode)
         data_path.parent.mkdir(parents=True, exist_ok=True)
@@ -295,7 +319,10 @@ def _export(
             root / VIDEO_PATH.format(episode_chunk=chunk, video_key=VIDEO_KEY, episode_index=episode),
             result["video"],
         )
-        episodes.append({"episode_index": episode, "tasks": [label], "length": length})
+        action = result["action"]
+        episodes.append(
+            {"episode_index": episode, "tasks": [label], "length": length, "action_source": action["source"]}
+        )
         stats = {"action": array_stats(result["actions"]), VIDEO_KEY: result["image_stats"]}
         for name in SCALARS:
             stats[name] = array_stats(columns[name][:, None])
@@ -313,9 +340,14 @@ def _export(
                 "end_frame": row.get("end_frame"),
                 "task": label,
                 "split": row["_split"],
-                "has_latent_actions": result["alignment"] is not None,
-                "latent_actions_alignment": result["alignment"],
-                "lam_model_id": result["lam_model_id"],
+                "origin": row.get("origin") or "real",
+                "action_source": action["source"],
+                "action_alignment": action["alignment"],
+                "action_model_id": action["model_id"],
+                "action_checkpoint_hash": action["checkpoint_hash"],
+                "has_latent_actions": action["source"] == "latent" and result["alignment"] is not None,
+                "latent_actions_alignment": result["alignment"] if action["source"] == "latent" else None,
+                "lam_model_id": action["model_id"] if action["source"] == "latent" else None,
             }
         )
         index += length
@@ -343,17 +375,17 @@ def _export(
         "splits": splits,
         "data_path": DATA_PATH,
         "video_path": VIDEO_PATH,
-        "features": features(fps_value, width, height),
-        "egocurate_action": action_provenance(sidecar),
+        "features": features(fps_value, width, height, plan.dim, plan.names),
+        "egocurate_action": action_provenance(sidecar, plan),
     }
     (meta / "info.json").write_text(json.dumps(info, indent=4))
     _jsonl(meta / "episodes.jsonl", episodes)
     _jsonl(meta / "tasks.jsonl", [{"task_index": i, "task": t} for t, i in tasks.items()])
     _jsonl(meta / "episodes_stats.jsonl", episode_stats)
     (meta / "stats.json").write_text(
-        json.dumps(dataset_stats(all_actions, all_scalars, episode_stats), indent=2)
+        json.dumps(dataset_stats(all_actions, all_scalars, episode_stats, plan.dim), indent=2)
     )
-    (meta / "modality.json").write_text(json.dumps(modality(), indent=2))
+    (meta / "modality.json").write_text(json.dumps(modality(plan), indent=2))
     pq.write_table(
         pa.Table.from_pylist(sidecar) if sidecar else pa.table({"episode_index": pa.array([], pa.int64())}),
         root / SIDECAR,
@@ -366,7 +398,8 @@ def _export(
         "task": task,
         "fps": fps_value,
         "rendered_fps": [fps_value] if total else [],
-        "action": action_provenance(sidecar),
+        "action": action_provenance(sidecar, plan),
+        "origin": origin,
         "skipped": report.skipped,
     }
     (root / MARKER).write_text(json.dumps(marker, indent=2))
@@ -381,12 +414,30 @@ def _export(
     return report
 
 
-def action_provenance(episodes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Which latent-action model (id and checkpoint hash) produced ``action``, and for how many episodes.
+def action_provenance(episodes: list[dict[str, Any]], plan: ActionPlan | None = None) -> dict[str, Any]:
+    """Where ``action`` came from: the sources used (and how often), the models behind them.
 
-    Model ids are ``file@sha256-prefix`` for a weights file (``latent_actions.common.file_model_id``)
-    or ``lam-random-init-...`` for an untrained model, which is flagged ``random_init``.
+    ``models`` are the latent-action models (id and checkpoint hash, episodes). Model ids are
+    ``file@sha256-prefix`` for a weights file (``latent_actions.common.file_model_id``) or
+    ``lam-random-init-...`` for an untrained model, which is flagged ``random_init``. ``idm_models``
+    are the inverse dynamics models (id, checkpoint hash, episodes); ``real_formats`` the formats
+    the recorded actions were read from. Per episode: ``meta/episodes.jsonl``'s ``action_source``.
     """
+    by_source: dict[str, int] = {}
+    idm_models: dict[str, dict[str, Any]] = {}
+    real_formats: dict[str, int] = {}
+    for episode in episodes:
+        source = episode.get("action_source") or "latent"
+        by_source[source] = by_source.get(source, 0) + 1
+        if source == "idm":
+            entry = idm_models.setdefault(
+                episode.get("action_model_id") or "unknown",
+                {"checkpoint_hash": episode.get("action_checkpoint_hash"), "episodes": 0},
+            )
+            entry["episodes"] += 1
+        elif source == "real":
+            name = episode.get("action_model_id") or "unknown"
+            real_formats[name] = real_formats.get(name, 0) + 1
     models: dict[str, dict[str, Any]] = {}
     for episode in episodes:
         model_id = episode.get("lam_model_id")
@@ -403,12 +454,20 @@ def action_provenance(episodes: list[dict[str, Any]]) -> dict[str, Any]:
             },
         )
         entry["episodes"] += 1
+    used = [s for s in (plan.order if plan else KINDS) if by_source.get(s)]
     return {
-        "kind": "latent_actions",
-        "dim": LATENT_DIM,
+        "kind": KINDS[used[0]] if len(used) == 1 else ("mixed" if used else "none"),
+        "preference": list(plan.order) if plan else ["latent", "zeros"],
+        "dim": plan.dim if plan else LATENT_DIM,
+        "names": plan.names if plan else None,
+        "episodes_by_source": by_source,
         "models": models,
-        "episodes_without_actions": sum(1 for e in episodes if e.get("lam_model_id") is None),
-    }
+        "idm_models": idm_models,
+        "real_formats": real_formats,
+        "episodes_without_actions": sum(1 for e in episodes if e.get("lam_model_id") is None
+                                         and e.get("action_source") in (None, "latent", "zeros")),
+        "episodes_left_out_without_action": len(plan.left_out) if plan else 0,
+    }  # fmt: skip
 
 
 def _jsonl(path: Path, rows: list[dict]) -> None:
@@ -416,11 +475,14 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def dataset_stats(
-    actions: list[np.ndarray], scalars: Mapping[str, list[np.ndarray]], episode_stats: list[dict]
+    actions: list[np.ndarray],
+    scalars: Mapping[str, list[np.ndarray]],
+    episode_stats: list[dict],
+    dim: int = LATENT_DIM,
 ) -> dict[str, Any]:
     """stats.json: mean/std/min/max/q01/q99 per numeric feature, and pooled image statistics."""
     out: dict[str, Any] = {}
-    arrays = {"action": np.concatenate(actions) if actions else np.zeros((0, LATENT_DIM))}
+    arrays = {"action": np.concatenate(actions) if actions else np.zeros((0, dim))}
     arrays.update({k: np.concatenate(v)[:, None] if v else np.zeros((0, 1)) for k, v in scalars.items()})
     for name, values in arrays.items():
         if len(values) == 0:
@@ -450,11 +512,13 @@ def dataset_stats(
     return out
 
 
-def modality() -> dict[str, Any]:
+def modality(plan: ActionPlan | None = None) -> dict[str, Any]:
     """GR00T's meta/modality.json: how the packed columns split into named modalities."""
+    latent = plan is None or set(plan.chosen.values()) <= {"latent", "zeros"}
+    dim = plan.dim if plan else LATENT_DIM
     return {
         "state": {},
-        "action": {"latent_action": {"start": 0, "end": LATENT_DIM}},
+        "action": {("latent_action" if latent else "robot_action"): {"start": 0, "end": dim}},
         "video": {"ego_view": {"original_key": VIDEO_KEY}},
         "annotation": {"human.task_description": {"original_key": TASK_COLUMN}},
     }

@@ -5,6 +5,11 @@ A manifest is a CSV or JSONL file with one row per video: a `uri` (or `path`) co
 `split`, and any other columns. Every column not mapped to a `videos` column is kept as JSON in
 `extra_json`, so with both `task` and `narration` the task is `task_text` and the narration stays
 in `extra_json`. Relative uris in a manifest are resolved against its folder.
+
+A manifest of generated rollouts may carry `prompt`, `initial_frame` and `generator` columns; its
+rows are ``origin: generated`` (an explicit `origin` column wins), every other row is ``real``. A
+LeRobot v2.x dataset folder (one with ``meta/info.json``), given or found inside a folder, lists one
+row per episode (``ingest.lerobot``).
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ from collections.abc import Iterable, Sequence
 import fsspec
 import pyarrow as pa
 
+from egocurate.ingest.lerobot import is_lerobot_dataset, lerobot_episodes
 from egocurate.storage import fsspec_options
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".mts")
 MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".ndjson")
 TASK_ALIASES = ("task_text", "task", "caption", "narration", "description")
 MAPPED = ("dataset", "split")
+GENERATED_COLUMNS = ("generator", "prompt", "initial_frame")
 
 DISCOVERED_SCHEMA = pa.schema(
     [
@@ -33,12 +40,20 @@ DISCOVERED_SCHEMA = pa.schema(
         ("task_text", pa.string()),
         ("split", pa.string()),
         ("extra_json", pa.string()),
+        ("origin", pa.string()),
+        ("generator", pa.string()),
+        ("prompt", pa.string()),
+        ("initial_frame", pa.string()),
+        ("dataset_uri", pa.string()),
+        ("episode_index", pa.int64()),
+        ("camera", pa.string()),
+        ("actions_uri", pa.string()),
     ]
 )
 
 
 class SourceError(ValueError):
-    """A source that cannot be listed (missing folder, bad manifest)."""
+    """A source that cannot be listed (missing folder, bad manifest, broken LeRobot metadata)."""
 
 
 def _is_remote(uri: str) -> bool:
@@ -61,12 +76,22 @@ def _is_video(name: str) -> bool:
     return base.lower().endswith(VIDEO_EXTENSIONS) and not base.startswith(".")
 
 
+def origin_of(meta: dict) -> str:
+    """``generated`` for a row with an explicit `origin: generated` or any generated-rollout column."""
+    given = str(meta.get("origin") or "").strip().lower()
+    if given:
+        if given not in ("real", "generated"):
+            raise SourceError(f"origin must be 'real' or 'generated', got {meta.get('origin')!r}")
+        return given
+    return "generated" if any(meta.get(k) not in (None, "") for k in GENERATED_COLUMNS) else "real"
+
+
 def _row(uri: str, source: str, meta: dict | None = None) -> dict:
     meta = dict(meta or {})
     task_key = next((k for k in TASK_ALIASES if meta.get(k) not in (None, "")), None)
-    task = meta[task_key] if task_key else None
+    task = meta[task_key] if task_key else meta.get("prompt") or None  # a rollout's prompt is its task
     uri_key = "uri" if meta.get("uri") else "path"
-    mapped = {uri_key, task_key, *MAPPED}
+    mapped = {uri_key, task_key, "origin", *MAPPED, *GENERATED_COLUMNS}
     extra = {k: v for k, v in meta.items() if k not in mapped and v not in (None, "")}
     return {
         "uri": uri,
@@ -75,6 +100,8 @@ def _row(uri: str, source: str, meta: dict | None = None) -> dict:
         "task_text": str(task) if task is not None else None,
         "split": meta.get("split") or None,
         "extra_json": json.dumps(extra, sort_keys=True, default=str) if extra else None,
+        "origin": origin_of(meta),
+        **{k: str(meta[k]) if meta.get(k) not in (None, "") else None for k in GENERATED_COLUMNS},
     }
 
 
@@ -97,30 +124,44 @@ def _read_manifest(source: str, storage_options: dict | None) -> list[dict]:
             except json.JSONDecodeError as exc:
                 raise SourceError(f"{source}:{lineno}: not valid JSON ({exc.msg})") from None
     base = path.rsplit("/", 1)[0]
+
+    def resolve(uri: str) -> str:
+        if not _is_remote(uri) and not uri.startswith("/") and not uri.startswith("file://"):
+            return _qualify(fs, f"{base}/{uri}", source)
+        return uri if _is_remote(uri) else _local(uri)
+
     rows = []
     for index, record in enumerate(records):
         uri = record.get("uri") or record.get("path")
         if not uri:
             raise SourceError(f"{source}: row {index} has no 'uri' or 'path' column")
-        uri = str(uri)
-        if not _is_remote(uri) and not uri.startswith("/") and not uri.startswith("file://"):
-            uri = f"{base}/{uri}"
-            uri = _qualify(fs, uri, source)
-        elif not _is_remote(uri):
-            uri = _local(uri)
-        rows.append(_row(uri, source, record))
+        if record.get("initial_frame") not in (None, ""):
+            record["initial_frame"] = resolve(str(record["initial_frame"]))
+        try:
+            rows.append(_row(resolve(str(uri)), source, record))
+        except SourceError as exc:
+            raise SourceError(f"{source}: row {index}: {exc}") from None
     return rows
 
 
-def _list_source(source: str, storage_options: dict | None) -> list[dict]:
+def _list_source(source: str, storage_options: dict | None, camera: str | None = None) -> list[dict]:
     if source.lower().endswith(MANIFEST_EXTENSIONS):
         return _read_manifest(source, storage_options)
     target = source if _is_remote(source) else _local(source)
     fs, path = fsspec.core.url_to_fs(target, **fsspec_options(storage_options))
+    if is_lerobot_dataset(fs, path):
+        return _lerobot_rows(_qualify(fs, path, source), source, camera, storage_options)
     if any(ch in path for ch in "*?["):
         paths = [p for p in fs.glob(path) if _is_video(p) and fs.isfile(p)]
     elif fs.isdir(path):
-        paths = [p for p in fs.find(path) if _is_video(p)]
+        found = fs.find(path)
+        # LeRobot datasets inside the folder are read as datasets (one camera, with their actions),
+        # not as loose MP4s of every camera.
+        roots = sorted(p[: -len("/meta/info.json")] for p in found if p.endswith("/meta/info.json"))
+        rows = [r for root in roots for r in _lerobot_rows(_qualify(fs, root, source), source, camera,
+                                                           storage_options)]  # fmt: skip
+        paths = [p for p in found if _is_video(p) and not any(p.startswith(f"{r}/") for r in roots)]
+        return rows + [_row(_qualify(fs, p, source), source) for p in sorted(paths)]
     elif fs.exists(path):
         paths = [path]
     else:
@@ -128,14 +169,27 @@ def _list_source(source: str, storage_options: dict | None) -> list[dict]:
     return [_row(_qualify(fs, p, source), source) for p in sorted(paths)]
 
 
-def discover(sources: Sequence[str] | str, storage_options: dict | None = None) -> pa.Table:
-    """List every video of `sources` as rows of :data:`DISCOVERED_SCHEMA`, first mention of a uri wins."""
+def _lerobot_rows(root: str, source: str, camera: str | None, storage_options: dict | None) -> list[dict]:
+    rows = []
+    for episode in lerobot_episodes(root, camera, storage_options):
+        meta = {"dataset": episode.pop("dataset"), "task_text": episode.pop("task_text")}
+        rows.append({**_row(episode.pop("uri"), source, meta), **episode})
+    return rows
+
+
+def discover(
+    sources: Sequence[str] | str, storage_options: dict | None = None, camera: str | None = None
+) -> pa.Table:
+    """List every video of `sources` as rows of :data:`DISCOVERED_SCHEMA`, first mention of a uri wins.
+
+    `camera` is the video key of LeRobot datasets (default: each dataset's first).
+    """
     if isinstance(sources, str):
         sources = [sources]
     seen: set[str] = set()
     rows: list[dict] = []
     for source in sources:
-        for row in _list_source(str(source), storage_options):
+        for row in _list_source(str(source), storage_options, camera):
             if row["uri"] not in seen:
                 seen.add(row["uri"])
                 rows.append(row)

@@ -6,10 +6,37 @@ import pyarrow as pa
 
 from egocurate.catalog import tables
 from egocurate.ingest.fingerprint import fingerprint_uri, video_id_for
+from egocurate.ingest.lerobot import episode_length
 from egocurate.ingest.probe import Backend, ProbeError, probe
 from egocurate.stage_base import BaseStage, Resources
 
-_META_COLUMNS = ("source", "dataset", "task_text", "split", "extra_json")
+_META_COLUMNS = (
+    "source", "dataset", "task_text", "split", "extra_json", "origin", "generator", "prompt",
+    "initial_frame", "dataset_uri", "episode_index", "camera", "actions_uri",
+)  # fmt: skip
+MISSING_ACTIONS = "missing_actions"
+ACTION_LENGTH_MISMATCH = "action_length_mismatch"
+
+
+def episode_problem(
+    row: dict, num_frames: int | None, storage_options: dict | None
+) -> tuple[str, str] | None:
+    """(kind, message) when a robot episode's data file is missing or its length is not the video's."""
+    actions_uri = row.get("actions_uri")
+    if not actions_uri:
+        return None
+    where = f"episode {row.get('episode_index')} of {row.get('dataset_uri')}"
+    try:
+        length = episode_length(actions_uri, storage_options)
+    except FileNotFoundError:
+        return MISSING_ACTIONS, f"{where}: data file {actions_uri} not found"
+    except Exception as exc:  # noqa: BLE001 - an unreadable data file is this episode's problem only
+        return MISSING_ACTIONS, f"{where}: data file {actions_uri} unreadable ({type(exc).__name__}: {exc})"
+    if num_frames is not None and length != int(num_frames):
+        return ACTION_LENGTH_MISMATCH, (
+            f"{where}: {length} action rows but the {row.get('camera')} video has {num_frames} frames"
+        )
+    return None
 
 
 def _fold(rows: list[dict]) -> dict:
@@ -64,9 +91,14 @@ class ProbeStage(BaseStage):
         except Exception as exc:  # an unexpected failure still quarantines only this file
             kind = tables.ZERO_LENGTH if "size 0" in str(exc) else tables.UNREADABLE
             return {**out, tables.ERROR_KIND: kind, tables.ERROR_MESSAGE: f"{type(exc).__name__}: {exc}"}
+        info_row = info.as_row()
+        problem = episode_problem(row, info_row.get("num_frames"), self.storage_options)
+        if problem is not None:
+            return {**out, tables.ERROR_KIND: problem[0], tables.ERROR_MESSAGE: problem[1]}
         return {
             **out,
-            **info.as_row(),
+            "origin": out.get("origin") or "real",
+            **info_row,
             "video_id": video_id_for(size, fingerprint),
             "bytes": size,
             "fingerprint": fingerprint,

@@ -80,6 +80,9 @@ class PipelineConfig(BaseModel):
         "as one pass that decodes each clip once",
     )
     allow_empty: bool = Field(False, description="accept sources that match no file (else an error)")
+    camera: str | None = Field(
+        None, description="LeRobot sources: the video key to ingest (default: each dataset's first)"
+    )
 
 
 class EmptySourceError(ValueError):

@@ -15,11 +15,23 @@ from egocurate.ingest.discover import discover
 InputBuilder = Callable[[Catalog, Sequence[str], dict | None], pa.Table]
 
 
-def discovered(catalog: Catalog, sources: Sequence[str], storage_options: dict | None = None) -> pa.Table:
-    """Rows of the files found in `sources` (folders, globs, URLs, manifests)."""
+def discovered(
+    catalog: Catalog, sources: Sequence[str], storage_options: dict | None = None, camera: str | None = None
+) -> pa.Table:
+    """Rows of the files found in `sources` (folders, globs, URLs, manifests, LeRobot datasets)."""
     if not sources:
         raise ValueError("the ingest stage needs at least one source (a folder, glob, URL or manifest)")
-    return discover(sources, storage_options)
+    return discover(sources, storage_options, camera=camera)
+
+
+def robot_episodes(
+    catalog: Catalog, sources: Sequence[str] = (), storage_options: dict | None = None
+) -> pa.Table:
+    """`videos` rows that came from a robot dataset (they name the data file of their episode)."""
+    import pyarrow.compute as pc
+
+    rows = catalog.read("videos")
+    return rows.filter(pc.is_valid(rows.column("actions_uri")))
 
 
 def videos(catalog: Catalog, sources: Sequence[str] = (), storage_options: dict | None = None) -> pa.Table:
@@ -78,12 +90,20 @@ def label_inputs(
 
 BUILDERS: dict[str, InputBuilder] = {
     "discovered": discovered, "videos": videos, "clips": clips, "label_inputs": label_inputs,
+    "robot_episodes": robot_episodes,
 }  # fmt: skip
 
 
 def build_inputs(
-    name: str, catalog: Catalog, sources: Sequence[str] = (), storage_options: dict | None = None
+    name: str,
+    catalog: Catalog,
+    sources: Sequence[str] = (),
+    storage_options: dict | None = None,
+    camera: str | None = None,
 ) -> pa.Table:
+    """The rows stage input `name` consumes; `camera` picks LeRobot datasets' video key."""
     if name not in BUILDERS:
         raise ValueError(f"unknown stage input {name!r}; known: {sorted(BUILDERS)}")
+    if name == "discovered":
+        return discovered(catalog, sources, storage_options, camera=camera)
     return BUILDERS[name](catalog, sources, storage_options)

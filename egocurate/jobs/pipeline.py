@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from egocurate.catalog.store import Catalog
-from egocurate.jobs.config import EmptySourceError, EngineName, PipelineConfig
+from egocurate.jobs.config import EmptySourceError, EngineName, PipelineConfig, StageConfig
 from egocurate.jobs.driver import Engine, StageSummary, run_fused, run_stage
 from egocurate.jobs.engine_logs import active_log, route_engine_output
 from egocurate.jobs.fused import FusedStage
@@ -80,7 +80,8 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
     engines: dict[str, Engine] = {}
     summaries: list[StageSummary] = []
     built = []
-    for stage_config in config.stages:
+    stage_configs, auto = with_episode_actions(config)
+    for stage_config in stage_configs:
         if not stage_config.enabled:
             continue
         entry = entry_for(stage_config.name)
@@ -102,9 +103,13 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
                     engines["spark"] = make_engine("spark", config)  # the session (and conf) it reuses
                 summaries.append(stage.run_corpus(catalog, progress=config.progress))
                 continue
+            rows = build_inputs(
+                entry.inputs, catalog, config.sources, config.storage_options or None, camera=config.camera
+            )
+            if stage_config is auto and rows.num_rows == 0:
+                continue  # added for robot datasets; nothing of the kind to do: no engine, no summary
             if engine_name not in engines:
                 engines[engine_name] = make_engine(engine_name, config)
-            rows = build_inputs(entry.inputs, catalog, config.sources, config.storage_options or None)
             if entry.inputs == "discovered" and rows.num_rows == 0 and not config.allow_empty:
                 raise EmptySourceError(
                     f"no video found in {', '.join(config.sources) or '(no sources)'}; "
@@ -122,6 +127,20 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
     if console is not None:
         print_summary(summaries, console)
     return summaries
+
+
+def with_episode_actions(config: PipelineConfig) -> tuple[list[StageConfig], StageConfig | None]:
+    """The configured stages with ``episode_actions`` right after ``ingest`` (unless the file names
+    it), and that added stage: robot-dataset episodes get their actions in the same run. It runs
+    only when the catalog has robot episodes without actions (none: no engine, no summary line)."""
+    stages = list(config.stages)
+    names = [s.name for s in stages]
+    if "ingest" not in names or "episode_actions" in names:
+        return stages, None
+    at = names.index("ingest") + 1
+    ingest = stages[at - 1]
+    auto = StageConfig(name="episode_actions", engine=ingest.engine, engine_locked=ingest.engine_locked)
+    return [*stages[:at], auto, *stages[at:]], auto
 
 
 def _corpus_spark_params(cls: type, params: dict[str, Any], config: PipelineConfig) -> None:

@@ -38,6 +38,12 @@ STAGES: dict[str, StageEntry] = {
             "discovered",
             "probe, fingerprint, quarantine",
         ),
+        StageEntry(
+            "episode_actions",
+            "egocurate.ingest.episode_actions_stage:EpisodeActionsStage",
+            "robot_episodes",
+            "recorded actions and states of robot-dataset episodes",
+        ),  # fmt: skip
         StageEntry("shots", "egocurate.ingest.shots_stage:ShotStage", "videos", "shot boundaries -> clips"),
         StageEntry(
             "quality", "egocurate.filters.quality_stage:QualityStage", "clips", "motion, blur, exposure"

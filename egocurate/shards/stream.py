@@ -51,7 +51,37 @@ STATE_FORMAT = "egocurate-stream/1"
 ARRAY_COMPANIONS = {
     "latent": ("latent_shape", "latent_dtype"),
     "latent_actions": ("latent_actions_shape", "latent_actions_dtype"),
+    "real_actions": ("real_actions_shape", "real_actions_dtype"),
+    "idm_actions": ("idm_actions_shape", "idm_actions_dtype"),
 }
+# `action_source` names -> the shard column holding that action (see ``pick_action``).
+ACTION_COLUMNS = {"real": "real_actions", "idm": "idm_actions", "latent": "latent_actions"}
+ACTION_PROVENANCE = ("lam_model_id", "idm_model_id", "idm_checkpoint_hash")
+
+
+def parse_action_order(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"real,idm,latent"`` (or a sequence) as a checked tuple; None: no `action` is added."""
+    if value is None:
+        return ()
+    items = [v.strip().lower() for v in (value.split(",") if isinstance(value, str) else value) if v.strip()]
+    unknown = [v for v in items if v not in ACTION_COLUMNS]
+    if not items or unknown:
+        raise ValueError(f"action_source must be an order of {', '.join(ACTION_COLUMNS)}; got {value!r}")
+    return tuple(dict.fromkeys(items))
+
+
+def pick_action(sample: dict[str, Any], order: Sequence[str]) -> None:
+    """Set ``action`` (num_frames-1, A) float32 and ``action_source`` from the first source in
+    `order` the sample holds: row i is the action from frame i to i+1 of ``video`` (a recorded
+    action is the one taken at frame i). ``action_source`` is ``"none"`` (and ``action`` None) when
+    the sample holds none of them: the sample stays, so order and resume points do not move."""
+    for source in order:
+        value = sample.get(ACTION_COLUMNS[source])
+        if value is not None:
+            sample["action"] = value[:-1] if source == "real" else value
+            sample["action_source"] = source
+            return
+    sample["action"], sample["action_source"] = None, "none"
 
 
 def distributed_rank_world() -> tuple[int, int]:
@@ -218,6 +248,9 @@ class ShardDataset(IterableDataset):
       it must be thread-safe; ``decode_threads=1`` runs it inline (default: the worker's share of
       the node's cores, see :func:`auto_decode_threads`).
     - `prefetch`: row groups fetched ahead of the one being consumed.
+    - `action_source`: a preference order such as ``"real,idm,latent"``: each sample gets
+      ``action`` (num_frames-1, A) from the first source it holds and ``action_source`` naming it
+      (``"none"`` when it holds none; see :func:`pick_action`).
     """
 
     def __init__(
@@ -240,8 +273,12 @@ class ShardDataset(IterableDataset):
         decode_threads: int | None = None,
         storage_options: dict[str, Any] | None = None,
         batched: bool = False,
+        action_source: str | Sequence[str] | None = None,
     ):
         super().__init__()
+        self.action_order = parse_action_order(action_source)
+        if self.action_order and not decode_arrays:
+            raise ValueError("action_source needs decode_arrays=True (it slices the decoded arrays)")
         env_rank, env_world = distributed_rank_world()
         self.url, self.split, self.seed, self.shuffle = url, split, int(seed), bool(shuffle)
         self.rank = env_rank if rank is None else int(rank)
@@ -270,6 +307,9 @@ class ShardDataset(IterableDataset):
             return None
         names = {f["name"] for f in self.manifest.schema}
         wanted = list(dict.fromkeys(columns))
+        for source in self.action_order:  # the columns `action` may come from, where the shards have them
+            wanted.extend(c for c in (ACTION_COLUMNS[source], *ACTION_PROVENANCE) if c in names)
+        wanted = list(dict.fromkeys(wanted))
         for name in list(wanted):
             wanted.extend(c for c in ARRAY_COMPANIONS.get(name, ()) if c not in wanted)
         if (self.decode_video and self.window) and "num_frames" not in wanted:
@@ -498,6 +538,8 @@ class ShardDataset(IterableDataset):
                     sample[name] = decode_array(
                         sample[name], sample.pop(shape_col, None), sample.pop(dtype_col, None)
                     )
+        if self.action_order:
+            pick_action(sample, self.action_order)
         if decode and self.decode_video and sample.get("video") is not None:
             from egocurate.media.encode import decode_mp4
 

@@ -30,10 +30,19 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from egocurate.catalog import tables
-from egocurate.catalog.rows import align_latent_actions, first_present, quality_scores, source_span
+from egocurate.catalog.rows import (
+    align_idm_actions,
+    align_latent_actions,
+    align_real_actions,
+    first_present,
+    quality_scores,
+    source_span,
+)
 from egocurate.catalog.selection import (
     DEFAULT_QUERY,
     catalog_version,
+    episode_actions_for,
+    idm_actions_for,
     latents_for,
     select_clips,
     shuffled_ids,
@@ -81,6 +90,19 @@ SHARD_SCHEMA = pa.schema(
         ("latent_actions_alignment", pa.string()),  # "exact" (LAM rate = video rate) or "nearest"
         ("lam_model_id", pa.string()),
         ("lam_stride", pa.int32()),
+        # Robot actions (issue 16): recorded ones per rendered frame (num_frames, A) float32, and IDM
+        # pseudo-actions per frame pair (num_frames-1, A) float16; ShardDataset(action_source=...)
+        # yields whichever comes first in its order as `action`.
+        ("real_actions", pa.binary()),
+        ("real_actions_shape", pa.list_(pa.int32())),
+        ("real_actions_dtype", pa.string()),
+        ("idm_actions", pa.binary()),
+        ("idm_actions_shape", pa.list_(pa.int32())),
+        ("idm_actions_dtype", pa.string()),
+        ("idm_model_id", pa.string()),
+        ("idm_checkpoint_hash", pa.string()),
+        ("action_names", pa.list_(pa.string())),
+        ("origin", pa.string()),
         ("task", pa.string()),
         ("scene", pa.string()),
         ("verb", pa.string()),
@@ -94,6 +116,8 @@ SHARD_SCHEMA = pa.schema(
 ARRAY_COLUMNS = {
     "latent": ("latent_shape", "latent_dtype"),
     "latent_actions": ("latent_actions_shape", "latent_actions_dtype"),
+    "real_actions": ("real_actions_shape", "real_actions_dtype"),
+    "idm_actions": ("idm_actions_shape", "idm_actions_dtype"),
 }
 INCOMPRESSIBLE = ("video", "latent")
 
@@ -204,10 +228,13 @@ def shard_row(
     split: str,
     params: ShardParams,
     storage_options: dict | None = None,
+    real_row: Mapping[str, Any] | None = None,
+    idm_row: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One shard row: the rendered clip plus latents, labels, source and quality."""
+    """One shard row: the rendered clip plus latents, robot actions, labels, source and quality."""
     lat = latent_row or {}
     video, offsets, fps = render_clip(view_row, params, lat.get("lam_stride"))
+    robot = robot_action_columns(view_row, real_row, idm_row, offsets)
     latent, latent_shape = None, None
     if lat.get("latent"):  # stored inline (bf16 bytes)
         latent, latent_shape = lat["latent"], lat.get("latent_shape")
@@ -244,6 +271,8 @@ def shard_row(
         "latent_actions_alignment": alignment,
         "lam_model_id": lat.get("lam_model_id"),
         "lam_stride": lat.get("lam_stride"),
+        **robot,
+        "origin": view_row.get("origin") or "real",
         "task": first_present(view_row.get("task"), view_row.get("task_text")),
         "scene": view_row.get("scene"),
         "verb": view_row.get("verb"),
@@ -252,6 +281,41 @@ def shard_row(
         "label_source": view_row.get("label_source"),
         "quality": quality_scores(view_row),
     }
+
+
+def robot_action_columns(
+    view_row: Mapping[str, Any],
+    real_row: Mapping[str, Any] | None,
+    idm_row: Mapping[str, Any] | None,
+    offsets: list[int],
+) -> dict[str, Any]:
+    """Shard columns of the clip's recorded actions (per frame) and IDM pseudo-actions (per pair)."""
+    out: dict[str, Any] = {}
+    names = None
+    if real_row and real_row.get("actions") is not None:
+        real = align_real_actions(real_row["actions"], real_row.get("actions_shape"), view_row, offsets)
+        if real is not None:
+            out.update(
+                real_actions=real.astype("<f4").tobytes(),
+                real_actions_shape=list(real.shape),
+                real_actions_dtype="float32",
+            )
+            names = real_row.get("action_names")
+    if idm_row and idm_row.get("actions") is not None:
+        _, start, end, _, _ = source_span(view_row)
+        idm, _ = align_idm_actions(idm_row["actions"], idm_row.get("actions_shape"), end - start, offsets)
+        if idm is not None and len(idm) > 1:
+            pairs = idm[:-1]
+            out.update(
+                idm_actions=pairs.astype("<f2").tobytes(),
+                idm_actions_shape=list(pairs.shape),
+                idm_actions_dtype="float16",
+                idm_model_id=idm_row.get("idm_model_id"),
+                idm_checkpoint_hash=idm_row.get("checkpoint_hash"),
+            )
+            names = names or idm_row.get("action_names")
+    out["action_names"] = list(names) if names else None
+    return out
 
 
 # ----------------------------------------------------------------------------- files
@@ -410,6 +474,8 @@ def write_shards(
     view = select_clips(catalog, query, task, thresholds)
     rows_by_id = {row["clip_id"]: row for row in view.to_pylist()}
     latents = latents_for(catalog, list(rows_by_id))
+    real = episode_actions_for(catalog, [r.get("video_id") for r in rows_by_id.values()])
+    idm = idm_actions_for(catalog, list(rows_by_id))
     by_split: dict[str, list[str]] = {"train": [], "val": []}
     for cid, row in rows_by_id.items():
         by_split.setdefault(split_for(row, params.val_fraction, params.split_salt), []).append(cid)
@@ -433,7 +499,11 @@ def write_shards(
         )
 
         def build(cid: str, split: str = split) -> dict[str, Any]:
-            return shard_row(rows_by_id[cid], latents.get(cid), split, params, storage_options)
+            row = rows_by_id[cid]
+            return shard_row(
+                row, latents.get(cid), split, params, storage_options,
+                real_row=real.get(row.get("video_id") or ""), idm_row=idm.get(cid),
+            )  # fmt: skip
 
         for cid, result in ordered_map(build, shuffled_ids(ids, params.seed), workers):
             bar.update(1)
