@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from egocurate.cli import annotate, catalog, demo, export, lam, run, shards, shots
+from egocurate.cli import annotate, catalog, demo, export, idm, lam, run, shards, shots
 from egocurate.cli.options import fail
 
 app = typer.Typer(help="Curate egocentric video into world-model training data.", no_args_is_help=True)
@@ -24,6 +24,7 @@ app.add_typer(catalog.app, name="catalog")
 app.add_typer(shards.app, name="shards")
 app.add_typer(export.app, name="export")
 app.add_typer(lam.app, name="lam")
+app.add_typer(idm.app, name="idm")
 app.add_typer(shots.app, name="shots")
 
 DEBUG_ENV = "EGOCURATE_DEBUG"
