@@ -15,7 +15,7 @@
    `--lam-budget-cpu-s`, label every clip with the `latent_actions` stage, fit a linear probe
    z_mu → action on train transitions and score it on held-out ones (trained and random-init).
 
-    .venv/bin/python benchmarks/idm_probe.py            # full: 900 CPU-s IDM + 300 CPU-s LAM
+    .venv/bin/python benchmarks/idm_probe.py            # full: IDM (<= 900 CPU-s) + 200 CPU-s LAM
     .venv/bin/python benchmarks/idm_probe.py --tiny     # seconds; run by tests/benchmarks
 """
 
@@ -111,7 +111,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data-dir", default="/tmp/egocurate_idm_probe")
-    parser.add_argument("--train-episodes", type=int, default=48)
+    parser.add_argument("--train-episodes", type=int, default=160)
     parser.add_argument("--test-episodes", type=int, default=12)
     parser.add_argument("--frames", type=int, default=80, help="frames per episode")
     parser.add_argument("--size", type=int, default=128, help="rendered frame size (square)")
@@ -122,9 +122,9 @@ def main() -> None:
     parser.add_argument("--widths", default="16,32,64,64")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--max-steps", type=int, default=100_000)
+    parser.add_argument("--max-steps", type=int, default=4500, help="also the cosine schedule's length")
     parser.add_argument("--budget-cpu-s", type=float, default=900.0, help="IDM training CPU budget (<= 900)")
-    parser.add_argument("--lam-budget-cpu-s", type=float, default=300.0, help="LAM training CPU budget")
+    parser.add_argument("--lam-budget-cpu-s", type=float, default=200.0, help="LAM training CPU budget")
     parser.add_argument("--lam-max-steps", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
