@@ -4,8 +4,9 @@ A camera looks down on a textured table. An arm reaches in from the bottom edge 
 gripper. Each frame t the robot takes action a_t = (ee_dx, ee_dy, gripper): the end effector moves by
 (ee_dx, ee_dy) centimetres between frame t and frame t+1, and the gripper is commanded closed (1) or
 open (0), which frame t+1 shows. Actions are smooth (a velocity random walk with inertia, as
-teleoperated arms move); the gripper toggles now and then. The camera jitters by a small random offset every frame, which is not part of
-the action. Everything is deterministic in the seed; no network and no data are needed.
+teleoperated arms move); the gripper toggles now and then. The camera jitters by a small random
+offset every frame, which is not part of the action. Everything is deterministic in the seed; no
+network and no data are needed.
 
 :func:`write_robot_catalog` writes episodes as MP4 files plus the ``videos``, ``clips`` and
 ``episode_actions`` rows that a LeRobot ingest would write, so IDM training and labelling can be
