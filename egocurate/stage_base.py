@@ -86,6 +86,14 @@ class BaseStage:
         """Fold `incoming` into `existing` rows of the same key (only when ``merges_duplicates``)."""
         raise NotImplementedError
 
+    def select_inputs(self, rows: pa.Table) -> pa.Table:
+        """The input rows this configuration of the stage works on (the default: all of them).
+
+        Applied before the done-key anti-join, so rows left out are neither done nor ledgered and a
+        later run configured to take them (e.g. ``idm_actions`` with ``all: true``) still does them.
+        """
+        return rows
+
     def frame_plan(self, row: dict[str, Any]) -> Any:
         """The frames `row` needs (a ``media.decode.FramePlan``), or None: this stage decodes no frames."""
         return None

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from egocurate.cli import annotate, catalog, demo, export, lam, run, shards, shots
+from egocurate.cli import annotate, catalog, demo, export, idm, lam, run, shards, shots
 from egocurate.cli.options import fail
 from egocurate.jobs import engine_logs
 from egocurate.jobs.engine_logs import VERBOSE_ENV
@@ -26,6 +26,7 @@ app.add_typer(catalog.app, name="catalog")
 app.add_typer(shards.app, name="shards")
 app.add_typer(export.app, name="export")
 app.add_typer(lam.app, name="lam")
+app.add_typer(idm.app, name="idm")
 app.add_typer(shots.app, name="shots")
 
 DEBUG_ENV = "EGOCURATE_DEBUG"

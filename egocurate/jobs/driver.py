@@ -238,6 +238,7 @@ def run_stage(
 ) -> StageSummary:
     """Run `stage` over the `rows` it has not done yet, committing every `commit_every` input rows."""
     check_inputs(stage, rows)
+    rows = stage.select_inputs(rows)
     catalog.ensure(tables.spec_for(stage.output_table))
     summary = StageSummary(stage=stage.name, engine=engine.name, no_output_note=stage.no_output_note())
     start = time.perf_counter()

@@ -88,9 +88,48 @@ def label_inputs(
     return rows.filter(usable)
 
 
+def idm_inputs(
+    catalog: Catalog, sources: Sequence[str] = (), storage_options: dict | None = None
+) -> pa.Table:
+    """Clips (as :func:`clips`) with their episode's real actions, for the `idm_actions` stage.
+
+    ``real_actions`` / ``real_actions_shape`` are the video's ``episode_actions`` arrays (float32 bytes,
+    [num_frames, A]), null for videos without real actions.
+    """
+    rows = clips(catalog)
+    actions = catalog.read("episode_actions", columns=["video_id", "actions", "actions_shape"])
+    actions = actions.rename_columns(["video_id", "real_actions", "real_actions_shape"])
+    return _attach(rows, actions, "video_id", ["real_actions", "real_actions_shape"])
+
+
+def idm_episodes(catalog: Catalog) -> list[dict]:
+    """One row per video with real actions: the video's uri and size, frame range and actions.
+
+    What IDM training reads: ``episode_actions`` joined with ``videos``. Frames [0, n) where n is the
+    smaller of the video's and the actions' frame counts.
+    """
+    actions = catalog.read("episode_actions")
+    if actions.num_rows == 0:
+        return []
+    videos_ = catalog.read("videos", columns=["video_id", "uri", "width", "height", "rotation", "num_frames"])
+    rows = _attach(actions, videos_.rename_columns(
+        ["video_id", "uri", "width", "height", "rotation", "video_num_frames"]
+    ), "video_id", ["uri", "width", "height", "rotation", "video_num_frames"])  # fmt: skip
+    out = []
+    for row in rows.to_pylist():
+        if not row.get("uri") or not row.get("actions_shape"):
+            continue
+        frames = int(row["actions_shape"][0])
+        if row.get("video_num_frames"):
+            frames = min(frames, int(row["video_num_frames"]))
+        out.append({**row, "start_frame": 0, "end_frame": frames})
+    return out
+
+
 BUILDERS: dict[str, InputBuilder] = {
     "discovered": discovered, "videos": videos, "clips": clips, "label_inputs": label_inputs,
     "robot_episodes": robot_episodes,
+    "idm_inputs": idm_inputs,
 }  # fmt: skip
 
 

@@ -70,6 +70,12 @@ STAGES: dict[str, StageEntry] = {
             "DreamDojo latent actions (T-1, 32) per clip",
         ),  # fmt: skip
         StageEntry(
+            "idm_actions",
+            "egocurate.latent_actions.idm_stage:IDMActionStage",
+            "idm_inputs",
+            "inverse-dynamics pseudo-actions (T-1, A) per clip, in the robot's units",
+        ),  # fmt: skip
+        StageEntry(
             "tokenizer_latents",
             "egocurate.latent_actions.tokenizer_stage:TokenizerLatentStage",
             "clips",

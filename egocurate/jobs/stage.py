@@ -50,6 +50,8 @@ class Stage(Protocol):
 
     def done_columns(self) -> tuple[str, ...]: ...
 
+    def select_inputs(self, rows: pa.Table) -> pa.Table: ...
+
 
 @runtime_checkable
 class CorpusStage(Protocol):
