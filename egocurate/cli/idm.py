@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from egocurate.cli.options import console, fail
+from egocurate.cli.options import console, fail, ray_train_summary, start_ray_for_training
 
 app = typer.Typer(
     help="Inverse dynamics models: train on episodes with real actions, label clips with pseudo-actions.",
@@ -64,7 +64,9 @@ def train_command(
     if ray_workers:
         import torch
 
-        console.print(train_with_ray(rows, cfg, num_workers=ray_workers, use_gpu=torch.cuda.is_available()))
+        start_ray_for_training(catalog)
+        result = train_with_ray(rows, cfg, num_workers=ray_workers, use_gpu=torch.cuda.is_available())
+        console.print(ray_train_summary(result, str(Path(cfg.out_dir) / f"{cfg.name}.safetensors")))
         return
     try:
         _, result = train_idm(rows, cfg)

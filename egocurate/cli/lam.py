@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from egocurate.cli.options import console, fail
+from egocurate.cli.options import console, fail, ray_train_summary, start_ray_for_training
 
 app = typer.Typer(
     help="Latent action models: train on the catalog's clips, convert checkpoints.", no_args_is_help=True
@@ -73,8 +73,9 @@ def train_command(
     if ray_workers:
         import torch
 
+        start_ray_for_training(catalog)
         result = train_with_ray(rows, cfg, num_workers=ray_workers, use_gpu=torch.cuda.is_available())
-        console.print(result)
+        console.print(ray_train_summary(result, str(cfg.checkpoint_dir)))
         return
     _, result = train(rows, cfg)
     console.print_json(

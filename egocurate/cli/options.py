@@ -167,3 +167,25 @@ def cell(value) -> str:
         return f"<{len(value)} bytes>"
     text = str(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def start_ray_for_training(catalog: str) -> None:
+    """Start (or join, with ``EGOCURATE_RAY_ADDRESS``) Ray the way the pipeline's engine does before
+    Ray Train runs: on loopback when local, and with Ray's own output in the catalog's ``_logs/``."""
+    import os
+
+    from egocurate.jobs.config import PipelineConfig, RayConfig
+    from egocurate.jobs.pipeline import make_engine
+    from egocurate.jobs.runners import EngineError
+
+    address = os.environ.get("EGOCURATE_RAY_ADDRESS")
+    try:
+        make_engine("ray", PipelineConfig(catalog=catalog, ray=RayConfig(address=address)))
+    except EngineError as exc:
+        fail(str(exc))
+
+
+def ray_train_summary(result: object, checkpoint: str) -> str:
+    """One JSON line for a Ray Train run: the checkpoint written, or the error."""
+    error = getattr(result, "error", None)
+    return json.dumps({"engine": "ray", "checkpoint": checkpoint, "error": str(error) if error else None})
