@@ -36,6 +36,7 @@ import pyarrow as pa
 
 from egocurate.catalog.store import Catalog
 from egocurate.jobs.runners import EngineError
+from egocurate.jobs.runners.loopback import beyond_loopback, listening
 from egocurate.jobs.stage import Resources, Stage
 from egocurate.jobs.worker import run_on_worker
 
@@ -151,6 +152,24 @@ def _connect_error(address: str | None, exc: BaseException) -> str:
     return f"cannot connect to Ray at {address or 'local'}: {text}; {hint}"
 
 
+def _check_local_loopback() -> None:
+    """Stop the local Ray this process started when any of its services listens beyond loopback.
+
+    Ray binds to every interface unless pinned (``_node_ip_address`` plus
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when Ray is first imported); this checks that the
+    pinning held before any work is sent.
+    """
+    import ray
+
+    outside = beyond_loopback(listening(marker="ray"))  # this driver and the Ray it started
+    if outside:
+        ray.shutdown()
+        raise EngineError(
+            f"the local Ray listens beyond loopback ({outside[:4]}); import egocurate's Ray engine "
+            "before ray, or set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Python starts"
+        )
+
+
 def _ray_lost(exc: BaseException) -> bool:
     """True for failures of the cluster (worker, actor, node, object lost), not of the stage's code."""
     import ray.exceptions as rex
@@ -172,10 +191,15 @@ class RayEngine:
         max_actors: int | None = None,
         progress_timeout: float | None = None,
     ):
-        if address and address.rpartition(":")[0] in ("127.0.0.1", "localhost"):
-            # A loopback cluster: keep this driver on loopback too (read when ray is first imported;
-            # otherwise Ray swaps 127.0.0.1 for a routable address and cannot find the local node).
+        if not address or address.rpartition(":")[0] in ("127.0.0.1", "localhost"):
+            # A local Ray or a loopback cluster: keep this driver (and the Ray it starts) on loopback.
+            # Read when ray is first imported, and inherited by every process Ray starts; otherwise
+            # Ray swaps 127.0.0.1 for a routable address and listens on every interface.
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            if "ray" in sys.modules and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
+                from ray._private import ray_constants  # imported before us: pin this process too
+
+                ray_constants.ENABLE_RAY_CLUSTER = False
         # Backend warnings (connection retries, state dumps) stay out of the run's output; they are
         # read when Ray is first imported. Errors still show.
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
@@ -193,14 +217,18 @@ class RayEngine:
             if address:
                 _check_reachable(address)
                 kwargs["address"] = address
-            else:
+            else:  # a Ray of our own: every service on loopback (checked below)
                 kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+                kwargs["_node_ip_address"] = "127.0.0.1"
+                kwargs["dashboard_host"] = "127.0.0.1"
             with _held_stderr() as held:
                 try:
                     ray.init(**kwargs)
                 except Exception as exc:  # noqa: BLE001 - every connection failure becomes one line
                     held["drop"] = True  # Ray's C++ client repeats its retry warning every second
                     raise EngineError(_connect_error(address, exc)) from None
+            if not address:
+                _check_local_loopback()
         self.max_actors = max_actors
         env_timeout = os.environ.get("EGOCURATE_PROGRESS_TIMEOUT")
         self.progress_timeout = float(progress_timeout or env_timeout or DEFAULT_PROGRESS_TIMEOUT_S)
