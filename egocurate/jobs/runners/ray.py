@@ -38,7 +38,7 @@ from egocurate.catalog.store import Catalog
 from egocurate.jobs.runners import EngineError
 from egocurate.jobs.runners.loopback import beyond_loopback, listening
 from egocurate.jobs.stage import Resources, Stage
-from egocurate.jobs.worker import run_on_worker
+from egocurate.jobs.worker import run_on_worker, timed_prepare
 
 DEFAULT_PROGRESS_TIMEOUT_S = 300.0
 MAX_ATTEMPTS = 3  # tries per batch when workers or nodes die under it
@@ -59,12 +59,12 @@ class _StageActor:
 
     def __call__(self, batch: pa.Table, prepare: bool = False) -> pa.Table:
         if prepare:
-            batch = self.stage.prepare(batch)
+            batch = timed_prepare(self.stage, batch)
         return run_on_worker(self.stage, batch, self.root, self.storage_options)
 
 
 def _prepare(stage: Stage, batch: pa.Table) -> pa.Table:
-    return stage.prepare(batch)
+    return timed_prepare(stage, batch)
 
 
 def _fits(res: Resources, node: dict[str, float]) -> bool:
@@ -170,6 +170,27 @@ def _check_local_loopback() -> None:
         )
 
 
+def _short_node_deaths() -> None:
+    """Print a lost node as Ray's one-sentence reason, without the tail of its raylet log.
+
+    When a node dies, Ray sends every driver the last lines of that raylet's log (``[state-dump]``
+    tables) and prints them into the run's output; the reason before them is what a user needs.
+    """
+    from ray._private import worker as ray_worker
+
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "egocurate_short", False):
+        return
+
+    def short(data: dict, ignore_prefix: bool) -> None:
+        lines = [line.split(" Last ", 1)[0] if "Raylet is terminated" in line else line
+                 for line in data.get("lines", [])]  # fmt: skip
+        original({**data, "lines": lines}, ignore_prefix)
+
+    short.egocurate_short = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = short
+
+
 def _ray_lost(exc: BaseException) -> bool:
     """True for failures of the cluster (worker, actor, node, object lost), not of the stage's code."""
     import ray.exceptions as rex
@@ -229,6 +250,7 @@ class RayEngine:
                     raise EngineError(_connect_error(address, exc)) from None
             if not address:
                 _check_local_loopback()
+            _short_node_deaths()
         self.max_actors = max_actors
         env_timeout = os.environ.get("EGOCURATE_PROGRESS_TIMEOUT")
         self.progress_timeout = float(progress_timeout or env_timeout or DEFAULT_PROGRESS_TIMEOUT_S)
