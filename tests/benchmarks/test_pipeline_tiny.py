@@ -39,6 +39,7 @@ def test_pipeline_throughput_reports_every_stage_at_every_scale():
         assert row["wall_s"] > 0 and row["video_h_per_core_h"] > 0, row
     by_scale = {r["scale"]: r for r in rows if r["stage"] == "overall"}
     assert by_scale[2]["video_s"] == 2 * by_scale[1]["video_s"]  # distinct videos, none folded
+    assert all(r["cpu_s"] > 0 and r["video_h_per_cpu_h"] > 0 for r in by_scale.values())
     work = [r for r in rows if r["stage"] not in ("overall",)]
     assert all(r["process_s"] > 0 for r in work), "a stage reported no time inside process"
     assert all(r["rows_out"] > 0 for r in work)
