@@ -14,7 +14,9 @@ import contextlib
 import hashlib
 import json
 import os
+import resource
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -116,36 +118,60 @@ def _config(root: Path, srcs: list[str], engine: str, cores: int) -> PipelineCon
     )  # fmt: skip
 
 
-def cpu_snapshot() -> tuple[float, dict[int, float]]:
-    """CPU seconds (user + system) of this process and its reaped children, and of each live descendant
-    (Ray's raylet and workers, Spark's JVM and Python workers, ffprobe): load from other users of the
-    machine does not inflate them, as it does wall time."""
-    import resource
+class CpuClock:
+    """CPU seconds (user + system) a run costs: this process, the children it reaps (ffprobe, the
+    raylet), and every deeper descendant (Ray workers, Spark's Python workers), sampled every
+    `every` seconds because their parents reap them without passing their usage on. Load from other
+    users of the machine does not inflate it, as it does wall time; a worker that exits between two
+    samples loses at most `every` seconds."""
 
-    import psutil
+    def __init__(self, every: float = 0.5):
+        self.every, self.seen, self.base = every, {}, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime
-    live = {}
-    for proc in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            times = proc.cpu_times()
-            live[proc.pid] = times.user + times.system
-    return total, live
+    @staticmethod
+    def _own() -> float:
+        own, reaped = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime
 
+    def _poll(self) -> dict[int, float]:
+        import psutil
 
-def cpu_between(before: tuple[float, dict[int, float]], after: tuple[float, dict[int, float]]) -> float:
-    return after[0] - before[0] + sum(t - before[1].get(pid, 0.0) for pid, t in after[1].items())
+        me, out = os.getpid(), {}
+        for proc in psutil.Process(me).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                out[proc.pid] = (times.user + times.system, proc.ppid() == me)
+        return out
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every):
+            self.seen.update(self._poll())
+
+    def __enter__(self) -> CpuClock:
+        self.start_own, self.base = self._own(), self._poll()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.seen.update(self._poll())
+        live = self._poll()
+        before = {pid: t for pid, (t, _) in self.base.items()}
+        deeper = sum(t - before.get(pid, 0.0) for pid, (t, direct) in self.seen.items() if not direct)
+        direct_live = sum(t - before.get(pid, 0.0) for pid, (t, direct) in live.items() if direct)
+        self.seconds = self._own() - self.start_own + direct_live + deeper
 
 
 def measure(root: Path, srcs: list[str], engine: str, cores: int) -> dict:
     """One run of the CPU stages on `engine`: per-stage wall and process seconds, overall wall and CPU."""
-    cpu_before = cpu_snapshot()
-    start = time.perf_counter()
-    summaries = run_pipeline(_config(root, srcs, engine, cores))
-    wall = time.perf_counter() - start
-    cpu = cpu_between(cpu_before, cpu_snapshot())
+    with CpuClock() as clock:
+        start = time.perf_counter()
+        summaries = run_pipeline(_config(root, srcs, engine, cores))
+        wall = time.perf_counter() - start
+    cpu = clock.seconds
     durations = Catalog(root).read("videos", columns=["duration_s"]).column(0).to_numpy()
     stages = {}
     for s in summaries:  # a fused pass reports each member with the pass's wall time: merge them
