@@ -52,16 +52,18 @@ class Segment:
     source: Path
     offset: float
     seconds: float
-    side: str  # "left" | "right": which 4:3 window of a wide frame
+    side: str  # "left" | "right": which 4:3 window (top-left or bottom-right corner)
     mirror: bool
 
     def name(self) -> str:
-        tag = f"{self.source.name}:{self.offset:g}:{self.seconds:g}:{self.side}:{self.mirror}"
+        tag = f"{self.source.name}:{self.offset:g}:{self.seconds:g}:{self.filter()}"
         return f"{self.source.stem[:40]}_{hashlib.sha1(tag.encode()).hexdigest()[:10]}.mp4"
 
     def filter(self) -> str:
-        x = "0" if self.side == "left" else "iw-ow"
-        chain = f"scale=640:480:force_original_aspect_ratio=increase,crop=640:480:{x}:0,fps=30"
+        # "right" is the opposite corner: the far side of a wide frame, the bottom of a square one
+        # (a square source scaled to 640x640 has no horizontal slack, so x alone would repeat "left").
+        x, y = ("0", "0") if self.side == "left" else ("iw-ow", "ih-oh")
+        chain = f"scale=640:480:force_original_aspect_ratio=increase,crop=640:480:{x}:{y},fps=30"
         return chain + (",hflip" if self.mirror else "")
 
 
