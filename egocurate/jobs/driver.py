@@ -168,6 +168,7 @@ class _Committer:
         self.summary.rows_out += sum(p.num_rows for p in output_parts)
         self.summary.quarantined += sum(p.num_rows for p in quarantine_parts)
         self.summary.video_seconds += float(pc.sum(bookkeeping.column("video_seconds")).as_py() or 0.0)
+        self.summary.worker_seconds += float(pc.sum(bookkeeping.column("worker_seconds")).as_py() or 0.0)
         self.summary.commits += 1
 
 

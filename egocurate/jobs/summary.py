@@ -17,6 +17,7 @@ class StageSummary:
     quarantined: int = 0
     seconds: float = 0.0
     video_seconds: float = 0.0
+    worker_seconds: float = 0.0  # summed over workers: time inside the stage's own work (``process``)
     commits: int = 0
     versions: dict[str, int] = field(default_factory=dict)
     no_output: int = 0  # inputs done without any output row or quarantine row (e.g. too-short videos)
@@ -43,5 +44,6 @@ class StageSummary:
             "seconds": round(self.seconds, 3),
             "rows_per_s": round(self.rows_per_s, 3),
             "video_hours_per_hour": round(self.video_hours_per_hour, 3),
+            "worker_seconds": round(self.worker_seconds, 3),
             "commits": self.commits,
         }

@@ -81,6 +81,22 @@ def split_errors(stage: Stage, out: pa.Table) -> tuple[pa.Table, pa.Table]:
     return good, quarantined
 
 
+PREPARE_SECONDS = b"egocurate.prepare_seconds"  # schema metadata: time a prepare step took
+
+
+def timed_prepare(stage: Stage | FusedStage, batch: pa.Table) -> pa.Table:
+    """``stage.prepare(batch)``, its seconds carried in the schema so the worker counts them as the
+    stage's own work (a CPU task or the actor itself may prepare, ahead of ``run_on_worker``)."""
+    start = time.perf_counter()
+    out = stage.prepare(batch)
+    seconds = time.perf_counter() - start + _prepare_seconds(batch)
+    return out.replace_schema_metadata({**(out.schema.metadata or {}), PREPARE_SECONDS: repr(seconds)})
+
+
+def _prepare_seconds(batch: pa.Table) -> float:
+    return float((batch.schema.metadata or {}).get(PREPARE_SECONDS, b"0"))
+
+
 def run_on_worker(
     stage: Stage | FusedStage, batch: pa.Table, catalog_root: str, storage_options: dict | None
 ) -> pa.Table:
@@ -90,19 +106,19 @@ def run_on_worker(
     group decodes each clip once (unless a prepare step did already) and runs each member on the
     rows that member still has to do; every member gets its own manifest rows.
     """
+    prepared_seconds = _prepare_seconds(batch)  # decode done ahead, by a CPU task or the actor
     if isinstance(stage, FusedStage):
         start = time.perf_counter()
         prepared = stage.prepare(batch)
-        decode_seconds = time.perf_counter() - start
+        decode_seconds = time.perf_counter() - start + prepared_seconds
         units = stage.member_batches(prepared)
         rows: list[dict] = []
         share = decode_seconds / len(units)  # the shared decode, split evenly between the members
         for member, sub in units:
             rows += _member_manifest(member, sub, catalog_root, storage_options, share)
         return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    return pa.Table.from_pylist(
-        _member_manifest(stage, batch, catalog_root, storage_options), schema=MANIFEST_SCHEMA
-    )
+    rows = _member_manifest(stage, batch, catalog_root, storage_options, prepared_seconds)
+    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
 
 
 def _member_manifest(

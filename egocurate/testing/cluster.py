@@ -178,10 +178,17 @@ class RayLoopbackCluster(_MarkedCluster):
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex,
+            # A killed node is declared dead after ~3 failed health checks 1 s apart (Ray's default
+            # waits 3 s x 5 after a 5 s delay); a refused connection fails a check at once.
+            "RAY_health_check_initial_delay_ms": "1000",
+            "RAY_health_check_period_ms": "1000",
+            "RAY_health_check_timeout_ms": "3000",
+            "RAY_health_check_failure_threshold": "3",
         }
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self._next_ports = 41000 + (int(self.id, 16) % 200) * 100
+        self.dashboard_port: int | None = None
 
     def _ray(self) -> list[str]:
         return [sys.executable, "-c", _RAY_START]
@@ -200,8 +207,12 @@ class RayLoopbackCluster(_MarkedCluster):
         if done.returncode != 0:
             raise RuntimeError(f"ray start ({node}) failed: {done.stderr[-2000:]}")
 
-    def start_head(self, num_cpus: int = 1) -> str:
-        head = ["--head", f"--port={self.port}", "--include-dashboard=false"]
+    def start_head(self, num_cpus: int = 1, dashboard: bool = False) -> str:
+        """Start the head; with `dashboard`, also the dashboard (job submission) on 127.0.0.1."""
+        head = ["--head", f"--port={self.port}", f"--include-dashboard={str(dashboard).lower()}"]
+        if dashboard:
+            self.dashboard_port = free_port()
+            head += ["--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}"]
         self._start("head", head, num_cpus)
         return self.address
 

@@ -18,7 +18,7 @@ def _json_lines(script: str, *args: str) -> list[dict]:
 
 
 def test_pipeline_benchmark_measures_the_decode_a_shared_pass_saves():
-    lines = _json_lines("pipeline.py", "--tiny")
+    lines = _json_lines("pipeline.py", "--mode", "shared-decode", "--tiny")
     modes = {line["mode"]: line for line in lines if line.get("bench") == "shared_decode"}
     clips = modes["separate"]["clips"]
     assert clips > 0 and modes["shared"]["clips"] == clips
@@ -27,3 +27,21 @@ def test_pipeline_benchmark_measures_the_decode_a_shared_pass_saves():
     assert saved["decode_calls"] == [3 * clips, clips]
     scores = {line["score"] for line in lines if line.get("check") == "score_shift_shared_vs_separate"}
     assert scores == {"motion", "blur", "brightness", "static_fraction"}
+
+
+def test_pipeline_throughput_reports_every_stage_at_every_scale():
+    lines = _json_lines("pipeline.py", "--tiny", "--engines", "local")
+    rows = [line for line in lines if line.get("bench") == "throughput"]
+    stages = {"ingest", "shots", "quality+embed", "dedup", "labels", "overall"}
+    assert {(r["scale"], r["stage"]) for r in rows} == {(s, n) for s in (1, 2) for n in stages}
+    for row in rows:
+        assert 0.0 <= row["overhead"] <= 1.0, row
+        assert row["wall_s"] > 0 and row["video_h_per_core_h"] > 0, row
+    by_scale = {r["scale"]: r for r in rows if r["stage"] == "overall"}
+    assert by_scale[2]["video_s"] == 2 * by_scale[1]["video_s"]  # distinct videos, none folded
+    assert all(r["cpu_s"] > 0 and r["video_h_per_cpu_h"] > 0 for r in by_scale.values())
+    work = [r for r in rows if r["stage"] not in ("overall",)]
+    assert all(r["process_s"] > 0 for r in work), "a stage reported no time inside process"
+    assert all(r["rows_out"] > 0 for r in work)
+    fits = {line["stage"]: line["exponent"] for line in lines if line.get("bench") == "throughput_scaling"}
+    assert set(fits) == stages and all(isinstance(v, float) for v in fits.values())

@@ -142,6 +142,7 @@ def run_dedup(
         where = pc.index_in(clips.column("clip_id"), value_set=ids).to_numpy(zero_copy_only=False)
         return where[a], where[b]
 
+    grouping = time.perf_counter()
     groups = find_groups(
         source,
         stage.settings,
@@ -151,6 +152,7 @@ def run_dedup(
         workdir=stage.workdir,
         progress=progress,
     )
+    summary.worker_seconds = time.perf_counter() - grouping  # the stage's own work: the grouping
     started_write = time.perf_counter(), time.process_time()
     quality = catalog.read(tables.CLIP_QUALITY.name, columns=QUALITY_COLUMNS)
     duration = _aligned(groups.ids, clips.select(["clip_id", "duration_s"])).column("duration_s")

@@ -37,8 +37,9 @@ import pyarrow as pa
 from egocurate.catalog.store import Catalog
 from egocurate.jobs import engine_logs
 from egocurate.jobs.runners import EngineError
+from egocurate.jobs.runners.loopback import beyond_loopback, listening
 from egocurate.jobs.stage import Resources, Stage
-from egocurate.jobs.worker import run_on_worker
+from egocurate.jobs.worker import run_on_worker, timed_prepare
 
 DEFAULT_PROGRESS_TIMEOUT_S = 300.0
 MAX_ATTEMPTS = 3  # tries per batch when workers or nodes die under it
@@ -59,12 +60,12 @@ class _StageActor:
 
     def __call__(self, batch: pa.Table, prepare: bool = False) -> pa.Table:
         if prepare:
-            batch = self.stage.prepare(batch)
+            batch = timed_prepare(self.stage, batch)
         return run_on_worker(self.stage, batch, self.root, self.storage_options)
 
 
 def _prepare(stage: Stage, batch: pa.Table) -> pa.Table:
-    return stage.prepare(batch)
+    return timed_prepare(stage, batch)
 
 
 def _fits(res: Resources, node: dict[str, float]) -> bool:
@@ -152,6 +153,45 @@ def _connect_error(address: str | None, exc: BaseException) -> str:
     return f"cannot connect to Ray at {address or 'local'}: {text}; {hint}"
 
 
+def _check_local_loopback() -> None:
+    """Stop the local Ray this process started when any of its services listens beyond loopback.
+
+    Ray binds to every interface unless pinned (``_node_ip_address`` plus
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when Ray is first imported); this checks that the
+    pinning held before any work is sent.
+    """
+    import ray
+
+    outside = beyond_loopback(listening(marker="ray"))  # this driver and the Ray it started
+    if outside:
+        ray.shutdown()
+        raise EngineError(
+            f"the local Ray listens beyond loopback ({outside[:4]}); import egocurate's Ray engine "
+            "before ray, or set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Python starts"
+        )
+
+
+def _short_node_deaths() -> None:
+    """Print a lost node as Ray's one-sentence reason, without the tail of its raylet log.
+
+    When a node dies, Ray sends every driver the last lines of that raylet's log (``[state-dump]``
+    tables) and prints them into the run's output; the reason before them is what a user needs.
+    """
+    from ray._private import worker as ray_worker
+
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "egocurate_short", False):
+        return
+
+    def short(data: dict, ignore_prefix: bool) -> None:
+        lines = [line.split(" Last ", 1)[0] if "Raylet is terminated" in line else line
+                 for line in data.get("lines", [])]  # fmt: skip
+        original({**data, "lines": lines}, ignore_prefix)
+
+    short.egocurate_short = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = short
+
+
 def _ray_lost(exc: BaseException) -> bool:
     """True for failures of the cluster (worker, actor, node, object lost), not of the stage's code."""
     import ray.exceptions as rex
@@ -173,10 +213,15 @@ class RayEngine:
         max_actors: int | None = None,
         progress_timeout: float | None = None,
     ):
-        if address and address.rpartition(":")[0] in ("127.0.0.1", "localhost"):
-            # A loopback cluster: keep this driver on loopback too (read when ray is first imported;
-            # otherwise Ray swaps 127.0.0.1 for a routable address and cannot find the local node).
+        if not address or address.rpartition(":")[0] in ("127.0.0.1", "localhost"):
+            # A local Ray or a loopback cluster: keep this driver (and the Ray it starts) on loopback.
+            # Read when ray is first imported, and inherited by every process Ray starts; otherwise
+            # Ray swaps 127.0.0.1 for a routable address and listens on every interface.
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            if "ray" in sys.modules and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
+                from ray._private import ray_constants  # imported before us: pin this process too
+
+                ray_constants.ENABLE_RAY_CLUSTER = False
         # Backend warnings (connection retries, state dumps) stay out of the run's output; they are
         # read when Ray is first imported. Errors still show.
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
@@ -195,14 +240,19 @@ class RayEngine:
             if address:
                 _check_reachable(address)
                 kwargs["address"] = address
-            else:
+            else:  # a Ray of our own: every service on loopback (checked below)
                 kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+                kwargs["_node_ip_address"] = "127.0.0.1"
+                kwargs["dashboard_host"] = "127.0.0.1"
             with _held_stderr() as held:
                 try:
                     ray.init(**kwargs)
                 except Exception as exc:  # noqa: BLE001 - every connection failure becomes one line
                     held["drop"] = True  # Ray's C++ client repeats its retry warning every second
                     raise EngineError(_connect_error(address, exc)) from None
+            if not address:
+                _check_local_loopback()
+            _short_node_deaths()
         self.max_actors = max_actors
         env_timeout = os.environ.get("EGOCURATE_PROGRESS_TIMEOUT")
         self.progress_timeout = float(progress_timeout or env_timeout or DEFAULT_PROGRESS_TIMEOUT_S)

@@ -149,7 +149,7 @@ class SparkEngine:
         thread.join(limit)
         if thread.is_alive():
             sc.cancelJobGroup(group)
-            thread.join(30)
+            thread.join(5)  # a cancelled collect may stay blocked on its socket; the thread is a daemon
             raise EngineError(
                 f"stage {stage!r}: a Spark job of {batches} batch(es) made no progress in {limit:g} s "
                 "(no executors that fit?); committed work is kept, rerun to resume "
