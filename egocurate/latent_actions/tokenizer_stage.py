@@ -34,6 +34,7 @@ from egocurate.latent_actions.common import (
 )
 from egocurate.latent_actions.frames import read_model_frames, stride_for, strided_indices
 from egocurate.latent_actions.tokenizer import Variant
+from egocurate.media.decode import FRAMES_COLUMN, FRAMES_SHAPE_COLUMN, frames_columns, frames_of
 from egocurate.stage_base import BaseStage, Resources
 
 PASS_THROUGH = (("uri", pa.string()), ("duration_s", pa.float64()))
@@ -43,6 +44,7 @@ class TokenizerLatentStage(BaseStage):
     """Precompute Wan VAE latents per clip, so world-model training skips the VAE on every epoch."""
 
     name = "tokenizer_latents"
+    has_prepare = True  # on Ray, CPU workers decode ahead of the (GPU) VAE actors
     input_key = "clip_id"
     output_table = tables.CLIP_TOKENIZER_LATENTS.name
     reads = ('uri', 'start_frame', 'end_frame')
@@ -157,6 +159,27 @@ class TokenizerLatentStage(BaseStage):
         return {"latent_uri": uri, "latent_shape": [int(s) for s in latent.shape]}
 
     # ------------------------------------------------------------------ the stage
+    def _decode_windows(self, row: dict) -> list[np.ndarray]:
+        """The clip's windows of model-ready frames, decoded in one pass over the file."""
+        windows = self.windows(row)
+        source = (row.get("video_width") or row.get("width"), row.get("video_height") or row.get("height"))
+        flat = [index for window in windows for index in window]
+        frames = read_model_frames(row["uri"], flat, self.out_hw, source, int(row.get("rotation") or 0))
+        return [frames[w * self.window_frames : (w + 1) * self.window_frames] for w in range(len(windows))]
+
+    def prepare(self, batch: pa.Table) -> pa.Table:
+        """CPU step (on Ray, a CPU task ahead of the VAE actors): each clip's windows decoded into
+        the batch. A row that fails here gets no frames; ``process`` decodes and reports it."""
+        frames: list[np.ndarray | None] = []
+        for row in batch.to_pylist():
+            try:
+                decoded = self._decode_windows(row) if self._check(row) is None else []
+                frames.append(np.stack(decoded) if decoded else None)  # (windows, T, H, W, 3)
+            except Exception:  # noqa: BLE001 - reported by process
+                frames.append(None)
+        data, shapes = frames_columns(frames)
+        return batch.append_column(FRAMES_COLUMN, data).append_column(FRAMES_SHAPE_COLUMN, shapes)
+
     def process(self, batch: pa.Table) -> pa.Table:
         import torch
 
@@ -180,14 +203,9 @@ class TokenizerLatentStage(BaseStage):
             if problem is not None:
                 out[i] = error_row(row, self.input_key, *problem)
                 continue
-            source = (
-                row.get("video_width") or row.get("width"),
-                row.get("video_height") or row.get("height"),
-            )
-            rotation = int(row.get("rotation") or 0)
             try:
-                for window in self.windows(row):
-                    frames = read_model_frames(row["uri"], window, self.out_hw, source, rotation)
+                shared = frames_of(row)  # decoded by `prepare` on a CPU worker
+                for frames in shared if shared is not None else self._decode_windows(row):
                     pending.append((i, frames))
                     if len(pending) >= self.window_batch_size:
                         flush()

@@ -179,3 +179,20 @@ def test_full_wan21_on_gpu_gives_dreamdojo_latent_shape():
     tok = WanTokenizer("wan2.1", device="cuda", dtype=torch.bfloat16)
     frames = np.random.default_rng(0).integers(0, 256, size=(1, 13, 480, 640, 3), dtype=np.uint8)
     assert tuple(tok.encode(frames).shape) == (1, 16, 4, 60, 80)
+
+
+def test_prepare_decodes_on_the_cpu_side_and_process_gives_the_same_latents(clip_rows):
+    """On Ray, `prepare` runs as a CPU task ahead of the VAE actors: what it decodes must give the
+    same latents as the actor decoding for itself, and rows it cannot decode are left to `process`."""
+    from egocurate.media.decode import frames_of
+
+    stage = TokenizerLatentStage(tiny=True, height=HW[0], width=HW[1], window_frames=5, device="cpu")
+    batch = pa.Table.from_pylist(clip_rows)
+    prepared = stage.prepare(batch)
+    rows = prepared.to_pylist()
+    assert frames_of(rows[0]).shape == (3, 5, HW[0], HW[1], 3)  # 15 frames = 3 windows of 5
+    assert all(frames_of(r) is None for r in rows[1:])  # too short, missing: process reports them
+    direct = stage.process(batch).to_pylist()
+    fed = stage.process(prepared).to_pylist()
+    assert fed[0]["latent"] == direct[0]["latent"] and fed[0]["latent"] is not None
+    assert [r["_error_kind"] for r in fed] == [r["_error_kind"] for r in direct]
