@@ -356,6 +356,9 @@ def real_main(args: argparse.Namespace) -> None:
                                if truth["type"] == "take" else 0.0),
                 }  # fmt: skip
                 dump.setdefault(path.name, {})[name] = preds
+                if args.progress:  # per file, so a run stopped early still says what it measured
+                    print(json.dumps({"part": part, "file": path.name, "detector": name,
+                                      **records[name][path.name]}), file=sys.stderr, flush=True)  # fmt: skip
         for row in real_rows(records, part):
             print(json.dumps(row), flush=True)
     if args.dump:
@@ -385,6 +388,7 @@ def main() -> None:
         help="score transnet on the first N files (-1: all on a GPU, 2 on CPU, where it runs at ~10 fps)",
     )  # fmt: skip
     parser.add_argument("--dump", type=Path, default=None, help="write every prediction to this JSON file")
+    parser.add_argument("--progress", action="store_true", help="real: a JSON line per file on stderr")
     parser.add_argument(
         "--torch-threads", type=int, default=0,
         help="torch intra-op threads for TransNetV2 on CPU (0: torch's default); 1 spares a shared machine",
