@@ -13,12 +13,18 @@ Two tables, each line printed one JSON object:
 
        .venv/bin/python benchmarks/shots.py --table real [--real-detectors content,cascade,...]
 
-   Last measured (2026-11-29, shared 2-core machine, load average ~10, so times are noisy; TransNetV2
-   and the cascade on CPU), reporting part, 3 splices + 10 takes (2.77 min of takes):
-   content F1 0.906 (cut recall 0.93, gradual 0.89), 0.36 false boundaries/min of take, 0.52x
-   Adaptive's time; TransNetV2 F1 0.706, 0.0/min, 58x Adaptive; cascade = TransNetV2's output at
-   0.29x its time; Adaptive F1 0.578; PySceneDetect Content F1 0.361, 3.6/min. Tuning part: content
-   F1 0.930, TransNetV2 0.698 (2.3/min on takes), cascade 0.733 at ~0.25x TransNetV2's time.
+   Every detector first runs once, untimed, on a 1 s clip (imports, TransNetV2's weights), so that
+   one-off cost is not charged to whichever detector runs first. ``--progress`` prints one JSON
+   line per file and detector on stderr; ``--torch-threads 1`` spares a shared machine.
+
+   Last measured (2026-11-30, shared 2-core machine at load average 12-15, so wall times are noisy;
+   CPU-time ratios beside them), 3 splices + 10 takes (2.77 min of takes) in the reporting part:
+   content F1 0.936 (cut recall 0.93, gradual 0.89), 0.0 false boundaries/min of take, 0.50x
+   Adaptive's wall time (0.44x its CPU time); Adaptive F1 0.578; PySceneDetect Content F1 0.361,
+   3.6/min. Tuning part: content F1 0.957, 0 false boundaries, 0.55x Adaptive's wall (0.42x CPU).
+   TransNetV2 on CPU (2026-11-29 run, files from the same seeded recipe): F1 0.706 reporting /
+   0.698 tuning, 0.0/min of reporting take, 58x Adaptive's time; the cascade gives its output at
+   ~0.3x its time.
 
 2. ``"table": "generator"``: the older synthetic-transition benchmark below.
 
