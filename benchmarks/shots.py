@@ -22,9 +22,9 @@ Two tables, each line printed one JSON object:
    content F1 0.936 (cut recall 0.93, gradual 0.89), 0.0 false boundaries/min of take, 0.50x
    Adaptive's wall time (0.44x its CPU time); Adaptive F1 0.578; PySceneDetect Content F1 0.361,
    3.6/min. Tuning part: content F1 0.957, 0 false boundaries, 0.55x Adaptive's wall (0.42x CPU).
-   TransNetV2 on CPU (2026-11-29 run, files from the same seeded recipe): F1 0.706 reporting /
-   0.698 tuning, 0.0/min of reporting take, 58x Adaptive's time; the cascade gives its output at
-   ~0.3x its time.
+   TransNetV2 on CPU (one torch thread, a second run at the same time): F1 0.706, 0.0/min of take,
+   ~22x Adaptive's wall time; the cascade gives exactly its output at 0.40x its wall (0.30x CPU)
+   time. Tuning part, 2026-11-29: TransNetV2 F1 0.698.
 
 2. ``"table": "generator"``: the older synthetic-transition benchmark below.
 
