@@ -17,14 +17,16 @@ Two tables, each line printed one JSON object:
    one-off cost is not charged to whichever detector runs first. ``--progress`` prints one JSON
    line per file and detector on stderr; ``--torch-threads 1`` spares a shared machine.
 
-   Last measured (2026-11-30, shared 2-core machine at load average 12-15, so wall times are noisy;
-   CPU-time ratios beside them), 3 splices + 10 takes (2.77 min of takes) in the reporting part:
-   content F1 0.936 (cut recall 0.93, gradual 0.89), 0.0 false boundaries/min of take, 0.50x
-   Adaptive's wall time (0.44x its CPU time); Adaptive F1 0.578; PySceneDetect Content F1 0.361,
-   3.6/min. Tuning part: content F1 0.957, 0 false boundaries, 0.55x Adaptive's wall (0.42x CPU).
-   TransNetV2 on CPU (one torch thread, a second run at the same time): F1 0.706, 0.0/min of take,
-   ~22x Adaptive's wall time; the cascade gives exactly its output at 0.40x its wall (0.30x CPU)
-   time. Tuning part, 2026-11-29: TransNetV2 F1 0.698.
+   Last measured (2026-11-30, one run of all five detectors, shared 2-core machine at load average
+   4-8; CPU-time ratios beside wall), 3 splices + 10 takes (2.77 min of takes), reporting part:
+   content F1 0.936 (cut recall 0.93, gradual 0.89), 0.0 false boundaries/min of take, 0.46x
+   Adaptive's wall time (0.41x its CPU time); TransNetV2 (CPU, one torch thread) F1 0.706, 0.0/min,
+   29x Adaptive's wall; the cascade gives exactly TransNetV2's output at 0.34x its wall (0.30x CPU);
+   Adaptive F1 0.578; PySceneDetect Content F1 0.361, 3.6/min. Tuning part (content and
+   PySceneDetect, load ~13): content F1 0.957, 0 false boundaries, 0.55x Adaptive's wall (0.42x CPU).
+
+       .venv/bin/python benchmarks/shots.py --table real --parts reporting --transnet-device cpu \
+           --torch-threads 1 --progress
 
 2. ``"table": "generator"``: the older synthetic-transition benchmark below.
 
