@@ -13,12 +13,20 @@ Two tables, each line printed one JSON object:
 
        .venv/bin/python benchmarks/shots.py --table real [--real-detectors content,cascade,...]
 
-   Last measured (2026-11-29, shared 2-core machine, load average ~10, so times are noisy; TransNetV2
-   and the cascade on CPU), reporting part, 3 splices + 10 takes (2.77 min of takes):
-   content F1 0.906 (cut recall 0.93, gradual 0.89), 0.36 false boundaries/min of take, 0.52x
-   Adaptive's time; TransNetV2 F1 0.706, 0.0/min, 58x Adaptive; cascade = TransNetV2's output at
-   0.29x its time; Adaptive F1 0.578; PySceneDetect Content F1 0.361, 3.6/min. Tuning part: content
-   F1 0.930, TransNetV2 0.698 (2.3/min on takes), cascade 0.733 at ~0.25x TransNetV2's time.
+   Every detector first runs once, untimed, on a 1 s clip (imports, TransNetV2's weights), so that
+   one-off cost is not charged to whichever detector runs first. ``--progress`` prints one JSON
+   line per file and detector on stderr; ``--torch-threads 1`` spares a shared machine.
+
+   Last measured (2026-11-30, one run of all five detectors, shared 2-core machine at load average
+   4-8; CPU-time ratios beside wall), 3 splices + 10 takes (2.77 min of takes), reporting part:
+   content F1 0.936 (cut recall 0.93, gradual 0.89), 0.0 false boundaries/min of take, 0.46x
+   Adaptive's wall time (0.41x its CPU time); TransNetV2 (CPU, one torch thread) F1 0.706, 0.0/min,
+   29x Adaptive's wall; the cascade gives exactly TransNetV2's output at 0.34x its wall (0.30x CPU);
+   Adaptive F1 0.578; PySceneDetect Content F1 0.361, 3.6/min. Tuning part (content and
+   PySceneDetect, load ~13): content F1 0.957, 0 false boundaries, 0.55x Adaptive's wall (0.42x CPU).
+
+       .venv/bin/python benchmarks/shots.py --table real --parts reporting --transnet-device cpu \
+           --torch-threads 1 --progress
 
 2. ``"table": "generator"``: the older synthetic-transition benchmark below.
 
@@ -226,6 +234,24 @@ def build(names: list[str], transnet_device: str) -> dict[str, Callable[[Path], 
 
 
 # -------------------------------------------------------------------------------------------- main
+def warm_up(detectors: dict[str, Callable[[Path], list[dict]]], sample: Path) -> None:
+    """Run every detector once, untimed, on a 1 s clip cut from `sample`.
+
+    The first call of a detector imports its modules (and TransNetV2 loads its weights): a one-off
+    cost of seconds per process that would otherwise be charged to whichever detector runs first.
+    """
+    import subprocess
+
+    from egocurate.media.tools import ffmpeg_exe
+
+    clip = sample.with_name(f"warmup_{sample.stem}.mp4")
+    if not clip.exists():
+        subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(sample),
+                        "-frames:v", "30", "-an", "-c:v", "libx264", str(clip)], check=True)  # fmt: skip
+    for fn in detectors.values():
+        fn(clip)
+
+
 def timed(fn: Callable[[Path], list[dict]], path: Path, repeats: int) -> tuple[list[dict], float, float]:
     best_wall, best_cpu, out = float("inf"), float("inf"), []
     for _ in range(repeats):
@@ -285,6 +311,7 @@ def _as_dicts_conf(transitions: list[Transition]) -> list[dict]:
 def real_rows(records: dict[str, dict[str, dict]], part: str) -> list[dict]:
     rows = []
     wall_of = {name: sum(r["wall_s"] for r in per.values()) for name, per in records.items()}
+    cpu_of = {name: sum(r["cpu_s"] for r in per.values()) for name, per in records.items()}
     for name, per_file in records.items():
         c = {
             k: sum(r["counts"][g][k] for r in per_file.values() for g in ("cut", "gradual"))
@@ -305,11 +332,13 @@ def real_rows(records: dict[str, dict[str, dict]], part: str) -> list[dict]:
             "takes_lost_s_per_min": (
                 round(sum(r["lost_s"] for r in takes) / take_min, 3) if take_min else None
             ),
-            "wall_s": round(wall_of[name], 2),
+            "wall_s": round(wall_of[name], 2), "cpu_s": round(cpu_of[name], 2),
         }  # fmt: skip
         for ref in ("adaptive", "transnet"):
             if ref in wall_of and wall_of[ref] > 0:
                 row[f"time_vs_{ref}"] = round(wall_of[name] / wall_of[ref], 3)
+            if ref in cpu_of and cpu_of[ref] > 0:
+                row[f"cpu_vs_{ref}"] = round(cpu_of[name] / cpu_of[ref], 3)
         rows.append(row)
     return rows
 
@@ -322,6 +351,7 @@ def real_main(args: argparse.Namespace) -> None:
     dump: dict[str, dict] = {}
     for part in args.parts.split(","):
         files = make_real_benchmark(args.real_data, part, args.splices)
+        warm_up(detectors, files[0])
         records: dict[str, dict[str, dict]] = {name: {} for name in detectors}
         for path in files:
             truth = json.loads(Path(f"{path}.truth.json").read_text())
@@ -334,6 +364,9 @@ def real_main(args: argparse.Namespace) -> None:
                                if truth["type"] == "take" else 0.0),
                 }  # fmt: skip
                 dump.setdefault(path.name, {})[name] = preds
+                if args.progress:  # per file, so a run stopped early still says what it measured
+                    print(json.dumps({"part": part, "file": path.name, "detector": name,
+                                      **records[name][path.name]}), file=sys.stderr, flush=True)  # fmt: skip
         for row in real_rows(records, part):
             print(json.dumps(row), flush=True)
     if args.dump:
@@ -363,7 +396,16 @@ def main() -> None:
         help="score transnet on the first N files (-1: all on a GPU, 2 on CPU, where it runs at ~10 fps)",
     )  # fmt: skip
     parser.add_argument("--dump", type=Path, default=None, help="write every prediction to this JSON file")
+    parser.add_argument("--progress", action="store_true", help="real: a JSON line per file on stderr")
+    parser.add_argument(
+        "--torch-threads", type=int, default=0,
+        help="torch intra-op threads for TransNetV2 on CPU (0: torch's default); 1 spares a shared machine",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     if args.table in ("real", "both"):
         real_main(args)
     if args.table in ("generator", "both"):
@@ -379,6 +421,7 @@ def generator_main(args: argparse.Namespace) -> None:
         from egocurate.ingest.shot_transnet import resolve_device
 
         transnet_files = len(files) if resolve_device(args.transnet_device) == "cuda" else 2
+    warm_up(detectors, files[0])
     records: dict[str, dict[str, dict]] = {name: {} for name in detectors}
     dump: dict[str, dict] = {}
     for k, path in enumerate(files):

@@ -16,6 +16,8 @@ ARIA_COOKING = "EGO4D__Ego-Exo4D.github.io__cooking_aria.mp4"
 ARIA_BIKE = "EGO4D__Ego-Exo4D.github.io__bike_repair_aria.mp4"
 BLOCKS = "facebookresearch__sam2__03_blocks.mp4"
 POURING = "microsoft__villa-x__xhand_pouring_orange_juice_into_the_cup.mp4"
+CUPS = "facebookresearch__sam2__02_cups.mp4"
+REALMAN = "microsoft__villa-x__realman_push_green_block_to_position_4.mp4"
 
 
 def _prep(k: int, frames: int) -> str:
@@ -95,6 +97,15 @@ def test_a_real_dissolve_between_two_real_recordings_is_found_within_two_frames(
     t = transitions[0]
     assert t.kind != "cut"
     assert abs(t.start_frame - start) <= 2 and abs(t.end_frame - end) <= 2, (t, truth)
+
+
+def test_a_fade_through_white_is_one_fade_not_two_dissolves(shared_data, tmp_path):
+    path = tmp_path / "white.mp4"
+    pieces = [(shared_data / CUPS, 1.0, 90), (shared_data / REALMAN, 2.0, 90)]
+    ((start, end),) = splice(path, pieces, [("fadewhite", 30)])
+    transitions, _ = detect_transitions(str(path))
+    assert [t.kind for t in transitions] == ["fade"], transitions
+    assert abs(transitions[0].start_frame - start) <= 2 and abs(transitions[0].end_frame - end) <= 2
 
 
 def test_the_cascade_reports_what_full_transnet_reports_on_a_real_splice(shared_data, tmp_path):
