@@ -18,9 +18,9 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """Real recordings from ../shared/data (CI has them); skip only where the folder is absent."""
+    """Real recordings from ../shared/data (CI has them); a machine without them fails, never skips."""
     if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not present on this machine")
+        pytest.fail("../shared/data is not present next to this checkout: the real-footage tests need it")
     return SHARED_DATA
 
 

@@ -198,7 +198,6 @@ def test_invalid_parameters_list_allowed_values() -> None:
         build_stage("quality", {"motion_method": "lucas-kanade"})
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is missing")
 def test_real_clips_rank_egocentric_motion_above_a_static_camera() -> None:
     import decord
 

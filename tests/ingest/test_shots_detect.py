@@ -71,7 +71,6 @@ def _splice_real(out: Path, a: Path, b: Path, frames_each: int = 45) -> int:
     return frames_each
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared/data (real footage)")
 def test_a_cut_between_real_recordings_is_found_within_one_frame(tmp_path):
     a = SHARED / "facebookresearch__sam2__03_blocks.mp4"
     b = SHARED / "EGO4D__Ego-Exo4D.github.io__cooking_aria.mp4"
@@ -99,7 +98,6 @@ def _real_frames(src: Path, ranges: list[tuple[int, int]]) -> list[np.ndarray]:
     return [frames[i] for a, b in ranges for i in range(a, b)]
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared/data (real footage)")
 def test_a_jump_cut_within_one_recording_is_found_and_continuous_footage_is_not(tmp_path):
     """A jump forward in one take (as vlog edits do) is a weak cut: same scene, same light."""
     src = SHARED / "EGO4D__Ego-Exo4D.github.io__cooking_aria.mp4"

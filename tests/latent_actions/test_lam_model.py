@@ -21,7 +21,15 @@ from egocurate.latent_actions.lam import (
 )
 
 FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "dreamdojo_lam"
-needs_fixture = pytest.mark.skipif(not FIXTURE.is_dir(), reason="shared/fixtures/dreamdojo_lam is missing")
+needs_fixture = pytest.mark.usefixtures("lam_fixture_dir")
+
+
+@pytest.fixture(scope="module")
+def lam_fixture_dir() -> Path:
+    """DreamDojo's tiny LAM fixture (../shared/fixtures); a machine without it fails, never skips."""
+    if not FIXTURE.is_dir():
+        pytest.fail(f"{FIXTURE} is missing: the LAM parity tests need DreamDojo's fixture")
+    return FIXTURE
 
 
 @pytest.fixture(scope="module")
