@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 
 from egocurate.catalog import tables
@@ -23,8 +24,15 @@ from egocurate.ingest.clips import (
     plan_clips,
     transcode_clip,
 )
+from egocurate.ingest.shot_types import VideoTiming
 from egocurate.ingest.shots import detect_transitions, shots_from_transitions
-from egocurate.media.decode import DecodeError
+from egocurate.media.decode import (
+    FRAMES_COLUMN,
+    FRAMES_SHAPE_COLUMN,
+    DecodeError,
+    frames_columns,
+    frames_of,
+)
 from egocurate.stage_base import BaseStage, Resources
 
 _OUT_SCHEMA = pa.schema(
@@ -33,6 +41,7 @@ _OUT_SCHEMA = pa.schema(
 )
 
 
+_TIMING_COLUMN = "_transnet_timing"  # a prepared video's timing (JSON), beside its frames
 _NOT_RESULTS = ("device", "threads", "batch_windows", "storage_options")  # do not change which clips come out
 
 
@@ -94,6 +103,47 @@ class ShotStage(BaseStage):
     def no_output_note(self) -> str:
         return f"video(s) shorter than {self.policy.min_s:g} s (after trimming) produced no clip"
 
+    @property
+    def has_prepare(self) -> bool:  # type: ignore[override]
+        """With TransNetV2, CPU workers decode the 48x27 frames ahead of the (GPU) model actors."""
+        return self.detector == "transnet"
+
+    def prepare(self, batch: pa.Table) -> pa.Table:
+        """CPU step for ``detector: transnet``: each video's frames at TransNetV2's input size and its
+        timing, carried in the batch. A video that fails here gets none; ``process`` reports it."""
+        from egocurate.ingest.shot_transnet import decode_for_transnet
+
+        frames: list[np.ndarray | None] = []
+        timings: list[str | None] = []
+        threads = max(1, int(self.resources.cpus))
+        for video in batch.to_pylist():
+            try:
+                decoded, timing = decode_for_transnet(video["uri"], threads, self.storage_options)
+            except Exception:  # noqa: BLE001 - process decodes again and reports the error
+                frames.append(None)
+                timings.append(None)
+                continue
+            frames.append(decoded)
+            timings.append(json.dumps({"num_frames": timing.num_frames, "fps": timing.fps,
+                                       "timestamps": np.asarray(timing.timestamps).tolist(),
+                                       "decoded_frames": timing.decoded_frames}))  # fmt: skip
+        data, shapes = frames_columns(frames)
+        batch = batch.append_column(FRAMES_COLUMN, data).append_column(FRAMES_SHAPE_COLUMN, shapes)
+        return batch.append_column(_TIMING_COLUMN, pa.array(timings, pa.string()))
+
+    def _detect_prepared(self, video: dict):
+        """TransNetV2 on frames `prepare` decoded (same windows and batching as decoding here)."""
+        from egocurate.ingest.shot_transnet import predict, to_transitions
+
+        frames, timing = frames_of(video), json.loads(video[_TIMING_COLUMN])
+        params = self.detector_params
+        device, batch_windows = params.get("device", "auto"), params.get("batch_windows")
+        probs = predict(iter(frames), device=device, batch_windows=batch_windows)
+        transitions = to_transitions(probs, params.get("threshold", 0.5), params.get("cut_max_frames", 2))
+        return transitions, VideoTiming(
+            timing["num_frames"], timing["fps"], np.asarray(timing["timestamps"]), timing["decoded_frames"]
+        )
+
     def setup(self) -> None:
         """Load TransNetV2 once per worker when it is the detector (the others need nothing)."""
         if self.detector in ("transnet", "cascade"):
@@ -122,7 +172,8 @@ class ShotStage(BaseStage):
 
     def _rows_for(self, video: dict) -> list[dict]:
         uri, video_id = video["uri"], video["video_id"]
-        transitions, timing = self._detect(uri)
+        prepared = frames_of(video) is not None and video.get(_TIMING_COLUMN) is not None
+        transitions, timing = self._detect_prepared(video) if prepared else self._detect(uri)
         if timing.num_frames == 0:
             raise DecodeError(f"{uri}: no decodable frames")
         shots = shots_from_transitions(transitions, timing.num_frames)
