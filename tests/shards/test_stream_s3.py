@@ -94,4 +94,7 @@ def test_latent_only_over_s3_skips_video_bytes(s3, s3_shards):
     video_bytes = sum(len(s["video"]) for s in video)
     latent = ShardDataset(url, columns=["clip_id", "latent_actions"], storage_options=s3)
     assert len(list(latent)) == report.manifest.splits["train"]["rows"]
-    assert latent.bytes_read < video.bytes_read and latent.bytes_read < video_bytes
+    # What the latent-only reader saves is (almost) the whole video payload. Footers and the other
+    # columns' metadata are read by both, so compare the difference, not the totals (tiny shards
+    # here have footers as large as their videos).
+    assert video.bytes_read - latent.bytes_read > 0.8 * video_bytes > 0
