@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
-from egocurate.cli.options import console, fail, ray_train_summary, start_ray_for_training
+from egocurate.cli.options import console, fail, load_yaml_config, ray_train_summary, start_ray_for_training
 
 app = typer.Typer(
     help="Inverse dynamics models: train on episodes with real actions, label clips with pseudo-actions.",
@@ -21,19 +20,7 @@ def load_idm_config(path: Path | None, overrides: dict | None = None):
     """An IDMTrainConfig from YAML (its keys are IDMTrainConfig fields), with command-line overrides."""
     from egocurate.latent_actions.idm_train import IDMTrainConfig
 
-    raw: dict = {}
-    if path is not None:
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            fail(f"config not found: {path}")
-        if not isinstance(raw, dict):
-            fail(f"{path}: expected a mapping of IDM training options")
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    try:
-        return IDMTrainConfig.from_dict(raw)
-    except (TypeError, ValueError) as exc:
-        fail(str(exc))
+    return load_yaml_config(path, overrides, IDMTrainConfig, "IDM training options")
 
 
 @app.command("train")

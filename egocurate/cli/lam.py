@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
-from egocurate.cli.options import console, fail, ray_train_summary, start_ray_for_training
+from egocurate.cli.options import console, fail, load_yaml_config, ray_train_summary, start_ray_for_training
 
 app = typer.Typer(
     help="Latent action models: train on the catalog's clips, convert checkpoints.", no_args_is_help=True
@@ -20,19 +19,7 @@ def load_train_config(path: Path | None, overrides: dict | None = None):
     """A TrainConfig from YAML (its keys are TrainConfig fields), with command-line overrides."""
     from egocurate.latent_actions.train import TrainConfig
 
-    raw: dict = {}
-    if path is not None:
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            fail(f"config not found: {path}")
-        if not isinstance(raw, dict):
-            fail(f"{path}: expected a mapping of training options")
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    try:
-        return TrainConfig.from_dict(raw)
-    except (TypeError, ValueError) as exc:
-        fail(str(exc))
+    return load_yaml_config(path, overrides, TrainConfig, "training options")
 
 
 @app.command("train")

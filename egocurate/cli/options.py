@@ -189,3 +189,23 @@ def ray_train_summary(result: object, checkpoint: str) -> str:
     """One JSON line for a Ray Train run: the checkpoint written, or the error."""
     error = getattr(result, "error", None)
     return json.dumps({"engine": "ray", "checkpoint": checkpoint, "error": str(error) if error else None})
+
+
+def load_yaml_config(path: object, overrides: dict | None, config_cls: type, what: str) -> object:
+    """``config_cls.from_dict`` of a YAML mapping at `path` (None: defaults) with command-line
+    `overrides` (None values ignored); a missing file or a bad value is one ``error:`` line."""
+    import yaml
+
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            fail(f"config not found: {path}")
+        if not isinstance(raw, dict):
+            fail(f"{path}: expected a mapping of {what}")
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return config_cls.from_dict(raw)
+    except (TypeError, ValueError) as exc:
+        fail(str(exc))
