@@ -216,7 +216,7 @@ def scale_lines(engine: str, cores: int, scale: int, run: dict) -> Iterator[dict
         core_h = st["wall_s"] * workers / 3600
         yield {"bench": "throughput", "engine": engine, "scale": scale, "stage": name,
                "videos": run["videos"], "video_s": round(run["video_s"], 1), "cores": workers,
-               "wall_s": round(st["wall_s"], 2), "process_s": round(st["process_s"], 2),
+               "wall_s": round(st["wall_s"], 2), "process_s": round(st["process_s"], 4),
                "rows_in": st["rows_in"], "rows_out": st["rows_out"],
                "video_h_per_core_h": round(hours / core_h, 2) if core_h else None,
                "overhead": round(overhead(st["wall_s"], st["process_s"], workers), 3)}  # fmt: skip
