@@ -7,11 +7,12 @@ reader sees, never partial data.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +22,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
-from deltalake.transaction import AddAction, CommitProperties
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.transaction import AddAction, CommitProperties, RemoveAction
 
 from egocurate.catalog import tables
+from egocurate.catalog.log import LOG_DIR, damaged_versions
 from egocurate.catalog.tables import TableSpec
 from egocurate.storage import fsspec_options
 
@@ -44,6 +46,16 @@ class CatalogReadError(RuntimeError):
 
 class CatalogPathError(ValueError):
     """The catalog root is missing (for a read), a file, or cannot be created or written."""
+
+
+class VacuumRetentionError(ValueError):
+    """A vacuum retention shorter than a running job may hold on to its files."""
+
+
+# Vacuum keeps files younger than this: the longest a job may read an old snapshot or hold parts it
+# has written but not committed yet (Delta's own default deletedFileRetentionDuration, one week).
+MIN_VACUUM_RETENTION_HOURS = 168
+ORPHAN_GRACE_HOURS = 1  # a part never referenced by the log this old has no live writer (driver)
 
 
 class CommitConflictError(RuntimeError):
@@ -132,6 +144,12 @@ def write_part(
     return PartFile(table=spec.name, path=name, size=int(size), num_rows=table.num_rows)
 
 
+def _add_paths_and_sizes(dt: DeltaTable) -> tuple[list[str], list[int]]:
+    """Paths (relative to the table) and sizes of the data files of the loaded version."""
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    return actions.column("path").to_pylist(), actions.column("size_bytes").to_pylist()
+
+
 def _same_rows(a: pa.Table, b: pa.Table, key: str) -> bool:
     """Whether two tables hold the same rows (order aside)."""
     if a.num_rows != b.num_rows:
@@ -159,7 +177,7 @@ def native_filesystem(uri: str) -> Any:
     return pafs.SubTreeFileSystem(os.path.abspath(uri), pafs.LocalFileSystem())
 
 
-def _logged_paths(fs: fsspec.AbstractFileSystem, log_dir: str) -> set[str]:
+def logged_paths(fs: fsspec.AbstractFileSystem, log_dir: str) -> set[str]:
     """Every data file path any commit or checkpoint of a Delta log added or removed."""
     import json
 
@@ -180,6 +198,17 @@ def _logged_paths(fs: fsspec.AbstractFileSystem, log_dir: str) -> set[str]:
                 if kind in data.column_names:
                     paths.update(p for p in data.column(kind).combine_chunks().field("path").to_pylist() if p)
     return {p.rsplit("/", 1)[-1] for p in paths}
+
+
+class NullKeyError(ValueError):
+    """Rows whose key is null: they could never be found, deduplicated or redone by key."""
+
+
+def _refuse_null_keys(name: str, data: pa.Table, columns: Sequence[str]) -> None:
+    for column in columns:
+        if column in data.column_names and data.column(column).null_count:
+            count = data.column(column).null_count
+            raise NullKeyError(f"table {name!r}: {count} row(s) have a null key column {column!r}")
 
 
 class Catalog:
@@ -226,7 +255,13 @@ class Catalog:
                 break
             except TableNotFoundError:
                 if not self._has_log(name):
-                    return None
+                    lost = self.lost_log(name)
+                    if lost is None:
+                        return None
+                    if attempt < 2:  # a log being created right now: look again
+                        time.sleep(0.2)
+                        continue
+                    raise CatalogReadError(name, self.root, None, lost) from None
                 if attempt < 2:  # another process may be creating it right now: look again
                     time.sleep(0.2)
                     continue
@@ -239,7 +274,37 @@ class Catalog:
                 dt.load_as_version(version)
             except Exception as exc:  # noqa: BLE001
                 raise CatalogReadError(name, self.root, version, exc) from exc
+        self._raise_if_damaged(name, dt)
         return dt
+
+    def _log_dir(self, name: str) -> tuple[fsspec.AbstractFileSystem, str]:
+        return filesystem(f"{self.uri(name)}/{LOG_DIR}", self.storage_options)
+
+    def _raise_if_damaged(self, name: str, dt: DeltaTable) -> None:
+        """Refuse a table whose replayed log holds a 0-byte entry (deltalake reads it as empty)."""
+        fs, log_dir = self._log_dir(name)
+        bad = damaged_versions(fs, log_dir, int(dt.version()))
+        if bad:
+            cause = f"log entry of version {bad[0]} is empty, so that commit's rows would be missing"
+            raise CatalogReadError(name, self.root, dt.version(), cause)
+
+    def lost_log(self, name: str) -> str | None:
+        """Why a table folder without a log entry has lost its log, or None (it is simply absent).
+
+        Data files (or an empty log folder) and no log entry: never read that as an absent table,
+        or a reader would miss every row and a rerun would silently redo everything.
+        """
+        fs, path = filesystem(self.uri(name), self.storage_options)
+        fs.invalidate_cache(path)
+        try:
+            infos = fs.ls(path, detail=True)
+        except FileNotFoundError:
+            return None
+        files = sum(1 for i in infos if i.get("type") == "file" and i["name"].endswith(".parquet"))
+        has_log_dir = any(i["name"].rstrip("/").endswith(f"/{LOG_DIR}") for i in infos)
+        if not files and not has_log_dir:
+            return None
+        return f"its Delta log is missing ({files} data file(s), no log entry)"
 
     def _log_files(self, name: str) -> list[str]:
         fs, path = filesystem(f"{self.uri(name)}/_delta_log", self.storage_options)
@@ -354,11 +419,24 @@ class Catalog:
             schema = tables.spec_for(name).schema
             empty = schema.empty_table()
             return empty.select(list(columns)) if columns else empty
-        return ds.to_table(columns=list(columns) if columns else None, filter=filter)
+        with self.reading(name, version):
+            return ds.to_table(columns=list(columns) if columns else None, filter=filter)
+
+    @contextlib.contextmanager
+    def reading(self, name: str, version: int | str | None = None) -> Iterator[None]:
+        """Turn a failure while scanning a table's files (a lost file, a value that cannot be cast
+        to the declared type) into :class:`CatalogReadError`: one line, never less data."""
+        try:
+            yield
+        except (OSError, pa.ArrowException, DeltaError) as exc:
+            raise CatalogReadError(name, self.root, version, exc) from exc
 
     def count(self, name: str) -> int:
         ds = self.dataset(name)
-        return 0 if ds is None else ds.count_rows()
+        if ds is None:
+            return 0
+        with self.reading(name):
+            return ds.count_rows()
 
     def distinct(self, name: str, column: str, filter: Any | None = None) -> set[str]:
         """Distinct values of one column (list columns are flattened), read in batches."""
@@ -366,11 +444,12 @@ class Catalog:
         if ds is None or column not in ds.schema.names:
             return set()
         out: set[str] = set()
-        for batch in ds.to_batches(columns=[column], filter=filter):
-            col = batch.column(0)
-            if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
-                col = col.flatten()
-            out.update(v for v in col.to_pylist() if v is not None)
+        with self.reading(name):
+            for batch in ds.to_batches(columns=[column], filter=filter):
+                col = batch.column(0)
+                if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+                    col = col.flatten()
+                out.update(v for v in col.to_pylist() if v is not None)
         return out
 
     def files(self, name: str, version: int | str | None = None) -> list[str]:
@@ -400,6 +479,7 @@ class Catalog:
         """Append the rows of `data` whose `unique` keys the table does not hold yet (see commit_parts)."""
         if data.num_rows == 0:
             return None
+        self.ensure(spec)  # a table folder holding parts never lacks its log (see `lost_log`)
         part = write_part(self.root, spec, tables.conform(data, spec), "commit", self.storage_options)
         return self.commit_parts(spec, [part], operation=operation, unique=unique)
 
@@ -472,8 +552,36 @@ class Catalog:
             with fs.open(path, "rb") as fh:
                 pieces.append((part, tables.conform(pq.read_table(fh), spec)))
         incoming = pa.concat_tables([t for _, t in pieces])
+        _refuse_null_keys(spec.name, incoming, unique[0])
         self.ensure(spec)
         written: list[str] = []
+        referenced: set[str] = set()
+        version = self._commit_unique(spec, pieces, incoming, unique, operation, written, referenced)
+        # Parts this commit did not reference (rows already present, filtered copies of a lost
+        # attempt) can never become visible: delete them now rather than leave orphans. Only after
+        # a clear outcome: after an error the commit may have landed, so they stay for the grace.
+        self._delete_parts(spec.name, [*(p.path for p, _ in pieces), *written], keep=referenced)
+        return version
+
+    def _delete_parts(self, name: str, paths: Iterable[str], keep: set[str]) -> None:
+        for rel in paths:
+            if rel in keep:
+                continue
+            fs, path = filesystem(f"{self.uri(name)}/{rel}", self.storage_options)
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm_file(path)
+
+    def _commit_unique(
+        self,
+        spec: TableSpec,
+        pieces: list[tuple[PartFile, pa.Table]],
+        incoming: pa.Table,
+        unique: list[tuple[str, ...]],
+        operation: str,
+        written: list[str],
+        referenced: set[str],
+    ) -> int | None:
+        """The compare-and-swap loop of :meth:`commit_parts`; fills `written` and `referenced`."""
         for attempt in range(COMMIT_ATTEMPTS):
             dt = self.table(spec.name)
             assert dt is not None
@@ -517,6 +625,7 @@ class Catalog:
             except CommitFailedError:
                 backoff(attempt)
                 continue
+            referenced.update(a.path for a in actions)
             return base + 1
         raise CommitConflictError(
             f"table {spec.name!r}: commit lost the race {COMMIT_ATTEMPTS} times; too many writers at once?"
@@ -604,6 +713,84 @@ class Catalog:
         )
         return int(self.version(spec.name))
 
+    def rewrite_files(
+        self,
+        spec: TableSpec,
+        plan: Callable[[DeltaTable], dict[str, pa.Table | None]],
+        operation: str,
+        metadata: dict[str, str] | None = None,
+    ) -> int | None:
+        """Replace some data files of a table in one compare-and-swap commit, like every other commit.
+
+        `plan(dt)` is re-run on each attempt against the version the commit builds on; it maps the
+        path (relative to the table) of each file to drop to the rows that replace it (None or no
+        rows: drop it). The commit removes exactly those files and adds the new rows, at exactly
+        V+1; a writer that committed meanwhile makes the attempt start again on the new version.
+        Rows in files the plan does not name are never touched. Returns the new version, or None
+        when the plan found nothing to do.
+        """
+        self.ensure(spec)
+        for attempt in range(COMMIT_ATTEMPTS):
+            dt = self.table(spec.name)
+            assert dt is not None
+            replacements = plan(dt)
+            if not replacements:
+                return None
+            sizes = dict(zip(*_add_paths_and_sizes(dt), strict=True))
+            now_ms = int(time.time() * 1000)
+            actions: list[AddAction | RemoveAction] = [
+                RemoveAction(
+                    path=path,
+                    data_change=True,
+                    deletion_timestamp=now_ms,
+                    size=sizes.get(path),
+                    partition_values={},
+                )  # fmt: skip
+                for path in replacements
+            ]
+            written = []
+            for rows in replacements.values():
+                if rows is None or rows.num_rows == 0:
+                    continue
+                rows = tables.conform(rows, spec)
+                part = write_part(self.root, spec, rows, "rewrite", self.storage_options)
+                written.append(part.path)
+                actions.append(
+                    AddAction(
+                        path=part.path,
+                        size=part.size,
+                        partition_values={},
+                        modification_time=now_ms,
+                        data_change=True,
+                        stats=_column_stats(rows),
+                    )  # fmt: skip
+                )
+            base = int(dt.version())
+            try:
+                dt.create_write_transaction(
+                    actions,
+                    mode="append",
+                    schema=spec.schema,
+                    partition_by=list(spec.partition_by) or None,
+                    commit_properties=CommitProperties(
+                        custom_metadata={"egocurate.operation": operation, **(metadata or {})},
+                        max_commit_retries=0,
+                    ),
+                )
+            except CommitFailedError:
+                self._delete_parts(spec.name, written, keep=set())
+                backoff(attempt)
+                continue
+            return base + 1
+        raise CommitConflictError(
+            f"table {spec.name!r}: commit lost the race {COMMIT_ATTEMPTS} times; too many writers at once?"
+        )
+
+    def discard_parts(self, parts: Iterable[PartFile]) -> None:
+        """Delete worker parts whose rows were committed by other means (a keyed overwrite)."""
+        for part in parts:
+            self._delete_parts(part.table, [part.path], keep=set())
+
     def read_parts(self, parts: Iterable[PartFile]) -> pa.Table | None:
         """Read uncommitted parts back (used when a commit must merge instead of append)."""
         pieces = []
@@ -625,7 +812,7 @@ class Catalog:
         if dt is None:
             return []
         fs, root = filesystem(self.uri(name), self.storage_options)
-        referenced = _logged_paths(fs, f"{root}/_delta_log")
+        referenced = logged_paths(fs, f"{root}/_delta_log")
         now, removed = time.time(), []
         for info in fs.ls(root, detail=True):
             base = info["name"].rstrip("/").rsplit("/", 1)[-1]
@@ -643,9 +830,18 @@ class Catalog:
     def vacuum(self, name: str, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
         """Delete files no version references: replaced files and orphan parts of killed runs.
 
-        Only files older than `retention_hours` go, so parts a running job has written but not
-        committed yet are safe with the default of a week.
+        Only files older than `retention_hours` go. It may not be shorter than
+        ``MIN_VACUUM_RETENTION_HOURS``: a running job reads the snapshot it planned from, and
+        commits parts it wrote, for as long as it runs; deleting files younger than that turns
+        its reads and commits into lost files.
         """
+        if retention_hours < MIN_VACUUM_RETENTION_HOURS:
+            raise VacuumRetentionError(
+                f"refusing to vacuum with a retention of {retention_hours} h: a running job may still "
+                f"read files a newer version replaced, or commit parts it wrote, for up to "
+                f"{MIN_VACUUM_RETENTION_HOURS} h; use --retention-hours {MIN_VACUUM_RETENTION_HOURS} or more "
+                f"(`catalog repair` removes killed runs' parts after {ORPHAN_GRACE_HOURS} h)"
+            )
         dt = self.table(name)
         if dt is None:
             return []

@@ -148,6 +148,9 @@ LEDGER = TableSpec(
             ("run_id", pa.string()),
             ("rows_out", pa.int64()),
             ("time", pa.timestamp("us", tz="UTC")),
+            # The key went to the quarantine (null in ledgers written before this column): lets
+            # `catalog check` tell a lost quarantine row from a key that simply had no output.
+            ("quarantined", pa.bool_()),
         ]
     ),
 )

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from egocurate.annotate.stats import iso_time
-from egocurate.catalog.store import Catalog
+from egocurate.catalog.store import MIN_VACUUM_RETENTION_HOURS, Catalog, VacuumRetentionError
 from egocurate.cli.options import CatalogOption, OutputFormat, console, fail, print_arrow
 
 app = typer.Typer(help="Inspect and query the Delta catalog.", no_args_is_help=True)
@@ -86,41 +86,46 @@ def catalog_history(table: Annotated[str, typer.Argument()], catalog: CatalogOpt
 def catalog_vacuum(
     table: Annotated[str, typer.Argument()],
     catalog: CatalogOption,
-    retention_hours: Annotated[int, typer.Option(min=0, help="Keep files younger than this.")] = 168,
+    retention_hours: Annotated[
+        int, typer.Option(help=f"Keep files younger than this (at least {MIN_VACUUM_RETENTION_HOURS}).")
+    ] = MIN_VACUUM_RETENTION_HOURS,
     dry_run: Annotated[bool, typer.Option(help="Only list what would be deleted.")] = True,
 ) -> None:
     """Delete unreferenced files of a table (orphan parts of killed runs included)."""
-    files = Catalog(catalog, create=False).vacuum(table, retention_hours=retention_hours, dry_run=dry_run)
+    try:
+        files = Catalog(catalog, create=False).vacuum(table, retention_hours=retention_hours, dry_run=dry_run)
+    except VacuumRetentionError as exc:
+        fail(str(exc))
     verb = "would delete" if dry_run else "deleted"
     console.print(f"{verb} {len(files)} file(s)")
     for path in files:
         console.print(f"  {path}")
 
 
-def _stage_outputs(cat: Catalog) -> dict:
+def _outputs_for(stages):
     """Output tables of the stages the ledger names (so `check` can match ledger rows to output)."""
-    from egocurate.catalog.store import CatalogReadError
     from egocurate.jobs.registry import stage_outputs
 
-    try:
-        stages = cat.distinct("_ledger", "stage")
-    except CatalogReadError:
-        stages = set()
     return stage_outputs(sorted(stages))
+
+
+def _print_findings(findings) -> None:
+    for f in findings:
+        console.print(f"{f.table}: {f.kind}: {escape(f.detail)}", highlight=False)
 
 
 @app.command("check")
 def catalog_check(catalog: CatalogOption) -> None:
-    """Verify every table: readable log, declared schema, no duplicate keys, ledger matches output.
+    """Verify every table: a readable log, every data file present and castable to the declared
+    schema, no duplicate keys, no stale parts, ledger rows matched by output, no dangling references.
 
     Exits 0 when the catalog is clean, 1 when it found faults (fix them with `catalog repair`).
     """
     from egocurate.catalog.health import check
 
     cat = Catalog(catalog, create=False)
-    findings = check(cat, _stage_outputs(cat))
-    for f in findings:
-        console.print(f"{f.table}: {f.kind}: {escape(f.detail)}", highlight=False)
+    findings = check(cat, _outputs_for)
+    _print_findings(findings)
     if findings:
         console.print(f"{len(findings)} fault(s); run `egocurate catalog repair -c {escape(cat.root)}`")
         raise typer.Exit(1)
@@ -129,18 +134,22 @@ def catalog_check(catalog: CatalogOption) -> None:
 
 @app.command("repair")
 def catalog_repair(catalog: CatalogOption) -> None:
-    """Fix what `check` finds: restore unreadable tables to their last readable version, keep one row
-    per key (the oldest commit's), cast drifted files to the declared schema, drop ledger rows whose
-    output is missing. Every change is a Delta commit recorded in the table's history."""
-    from egocurate.catalog.health import check, repair
+    """Fix what `check` finds, keeping every row whose data still exists: replace damaged log
+    entries, rebuild a lost log from the data files, drop lost files, cast drifted files, keep one
+    row per key (the oldest commit's), delete stale parts, drop ledger rows whose output is missing
+    (a rerun redoes them). Every change is a compare-and-swap commit, safe beside running jobs."""
+    from egocurate.catalog.health import check
+    from egocurate.catalog.repair import fixable, repair
 
     cat = Catalog(catalog, create=False)
-    outputs = _stage_outputs(cat)
-    changes = repair(cat, outputs)
+    changes = repair(cat, _outputs_for)
     for change in changes:
         console.print(escape(json.dumps(change)), highlight=False)
-    left = check(cat, _stage_outputs(cat))
-    if left:
-        remaining = "; ".join(f"{f.table}: {f.detail}" for f in left)
-        fail(f"{len(left)} fault(s) remain after repair: {remaining}")
-    console.print(f"repaired {len(changes)} table change(s); catalog is clean")
+    left = check(cat, _outputs_for)
+    stuck = [f for f in left if fixable(f.kind)]
+    if stuck:
+        remaining = "; ".join(f"{f.table}: {f.kind}: {f.detail}" for f in stuck)
+        fail(f"{len(stuck)} fault(s) remain after repair: {remaining}")
+    _print_findings(left)
+    rerun = f"; {len(left)} need a rerun of the pipeline to restore lost rows" if left else ""
+    console.print(f"repaired {len(changes)} table change(s){rerun}")

@@ -34,7 +34,14 @@ def shards_write(
     workers: options.WorkersOption = None,
     progress: options.ProgressOption = True,
 ) -> None:
-    """Write Parquet training shards of the selected clips, a manifest.json, and register them."""
+    """Write Parquet training shards of the selected clips, a manifest.json, and register them.
+
+    Writes and deletes only inside --out: it refuses a non-empty folder that holds no shard manifest
+    (or a foreign one) and a split name that is not a plain folder name (letters, digits, _ . -);
+    after publishing it deletes the shard files of ours that the manifest does not list (an earlier
+    write's, a concurrent writer's that lost, a killed one's), never a running writer's."""
+    import duckdb
+
     from egocurate.shards.write import MB, ShardParams, write_shards
 
     params = ShardParams(
@@ -48,16 +55,20 @@ def shards_write(
         val_fraction=val_fraction,
         seed=seed,
     )
-    report = write_shards(
-        Catalog(catalog, create=False),
-        out,
-        query=query,
-        task=task,
-        params=params,
-        thresholds=options.parse_thresholds(threshold),
-        workers=workers,
-        progress=progress,
-    )
+    thresholds = options.parse_thresholds(threshold)
+    try:
+        report = write_shards(
+            Catalog(catalog, create=False),
+            out,
+            query=query,
+            task=task,
+            params=params,
+            thresholds=thresholds,
+            workers=workers,
+            progress=progress,
+        )
+    except duckdb.Error as exc:  # the --query (or --task) does not run: the user's to fix, one line
+        options.fail(f"SQL error in the shard selection: {exc}")
     for split, info in report.manifest.splits.items():
         options.console.print(
             f"{split}: {info['rows']} clips from {info['videos']} videos in {info['shards']} shard(s)"

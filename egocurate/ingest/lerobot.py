@@ -4,7 +4,9 @@ The layout is lerobot's v2.0/v2.1 one (``meta/info.json`` with ``data_path`` and
 templates, ``meta/episodes.jsonl``, ``data/chunk-*/episode_*.parquet``,
 ``videos/chunk-*/<video_key>/episode_*.mp4``). Every episode becomes one video (the MP4 of the
 chosen camera); its ``action`` and ``observation.state`` columns go to ``episode_actions``. A dataset
-whose ``meta/info.json`` is missing or broken raises :class:`LeRobotError` (a user error); a
+whose ``meta/info.json`` is missing or broken, or whose path templates name a file outside the
+dataset folder (``../``, an absolute path, a URL) or a placeholder lerobot does not fill, raises
+:class:`LeRobotError` (a user error: ``egocurate ingest`` prints it on one line); a
 per-episode problem (a missing parquet, an action column whose length is not the video's frame
 count) is the episode's, and quarantines only it.
 """
@@ -12,6 +14,7 @@ count) is the episode's, and quarantines only it.
 from __future__ import annotations
 
 import json
+import posixpath
 from typing import Any
 
 import fsspec
@@ -30,6 +33,42 @@ DEFAULT_VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{epis
 
 class LeRobotError(ValueError):
     """A LeRobot dataset that cannot be read as a whole (missing or broken meta/info.json)."""
+
+
+TEMPLATE_FIELDS = ("episode_chunk", "episode_index", "video_key")
+
+
+def _template(root: str, info: dict[str, Any], key: str, default: str) -> str:
+    """``info[key]`` (a path template), checked: it formats with :data:`TEMPLATE_FIELDS` alone."""
+    template = info.get(key) or default
+    where = f"LeRobot dataset {root}: meta/info.json {key} {template!r}"
+    if not isinstance(template, str):
+        raise LeRobotError(f"{where} is not a string")
+    try:
+        template.format(episode_chunk=0, episode_index=0, video_key="camera")
+    except (KeyError, IndexError) as exc:
+        name = exc.args[0] if isinstance(exc, KeyError) else ""
+        known = ", ".join(f"{{{f}}}" for f in TEMPLATE_FIELDS)
+        raise LeRobotError(f"{where} has an unknown placeholder {{{name}}}; known: {known}") from None
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise LeRobotError(f"{where} is not a valid format string ({exc})") from None
+    return template
+
+
+def _inside(root: str, key: str, template: str, fields: dict[str, Any]) -> str:
+    """`template` formatted with `fields`, normalised, and refused unless it stays inside `root`.
+
+    Why: the templates come from the dataset's own meta/info.json; a ``../`` (or an absolute path,
+    or a URL) would make ingest read, and the catalog name, files of some other folder.
+    """
+    rel = template.format(**fields)
+    norm = posixpath.normpath(rel) if rel else "."
+    if "://" in rel or rel.startswith("/") or norm.split("/")[0] in ("..", "."):
+        raise LeRobotError(
+            f"LeRobot dataset {root}: meta/info.json {key} {template!r} names {rel!r}, "
+            "which is outside the dataset folder; paths must be relative and stay inside it"
+        )
+    return norm
 
 
 def _fs(uri: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -119,8 +158,8 @@ def lerobot_episodes(
         raise LeRobotError(f"LeRobot dataset {root}: no camera {camera!r}; cameras: {', '.join(keys)}")
     camera = camera or keys[0]
     chunks = int(info.get("chunks_size") or 1000)
-    data_path = info.get("data_path") or DEFAULT_DATA_PATH
-    video_path = info.get("video_path") or DEFAULT_VIDEO_PATH
+    data_path = _template(root, info, "data_path", DEFAULT_DATA_PATH)
+    video_path = _template(root, info, "video_path", DEFAULT_VIDEO_PATH)
     base = root.rstrip("/")
     name = base.rsplit("/", 1)[-1]
     rows = []
@@ -130,13 +169,13 @@ def lerobot_episodes(
         tasks = episode.get("tasks") or []
         rows.append(
             {
-                "uri": f"{base}/{video_path.format(**fields)}",
+                "uri": f"{base}/{_inside(root, 'video_path', video_path, fields)}",
                 "dataset": name,
                 "task_text": str(tasks[0]) if tasks else None,
                 "dataset_uri": base,
                 "episode_index": index,
                 "camera": camera,
-                "actions_uri": f"{base}/{data_path.format(**fields)}",
+                "actions_uri": f"{base}/{_inside(root, 'data_path', data_path, fields)}",
             }
         )
     return rows

@@ -55,7 +55,11 @@ QUARANTINE_KEY = [("key", "stage")]
 
 
 def _ledger_rows(
-    stage: Stage, keys: list[str], run_id: str, rows_out: dict[str, int] | None = None
+    stage: Stage,
+    keys: list[str],
+    run_id: str,
+    rows_out: dict[str, int] | None = None,
+    quarantined: set[str] | None = None,
 ) -> pa.Table:
     now = time.time_ns() // 1000
     return pa.table(
@@ -65,6 +69,7 @@ def _ledger_rows(
             "run_id": pa.array([run_id] * len(keys), pa.string()),
             "rows_out": pa.array([(rows_out or {}).get(k, 0) for k in keys], pa.int64()),
             "time": pa.array([now] * len(keys), pa.timestamp("us", tz="UTC")),
+            "quarantined": pa.array([k in (quarantined or set()) for k in keys], pa.bool_()),
         }
     )
 
@@ -136,6 +141,7 @@ class _Committer:
             version = self.catalog.upsert(
                 self.spec, incoming, operation=self.stage.name, fold=self.stage.merge_duplicates
             )
+            self.catalog.discard_parts(parts)  # the overwrite wrote its own files: these stay unused
         if version is not None:
             self.summary.versions[self.spec.name] = version
 
@@ -159,8 +165,8 @@ class _Committer:
         for part_row in manifest.filter(pc.equal(manifest.column("table"), self.spec.name)).to_pylist():
             for key in part_row["keys"]:
                 out_counts[key] = out_counts.get(key, 0) + 1
-        ledger = _ledger_rows(self.stage, keys, self.run_id, out_counts)
         quarantined_keys = {k for p in quarantine_parts for k in self._part_keys(manifest, p)}
+        ledger = _ledger_rows(self.stage, keys, self.run_id, out_counts, quarantined_keys)
         self.summary.no_output += len(set(keys) - set(out_counts) - quarantined_keys)
         self.catalog.append_unique(
             tables.LEDGER, ledger, unique=LEDGER_KEY, operation=f"ledger:{self.stage.name}"
@@ -180,6 +186,13 @@ def check_inputs(stage: Stage, rows: pa.Table) -> None:
             f"stage {stage.name!r} reads column(s) {missing} that its input lacks; "
             f"the input has {rows.column_names}"
         )
+
+
+def ensure_tables(catalog: Catalog, names: tuple[str, ...]) -> None:
+    """Create a stage's tables before any worker writes a part into their folders: a table folder
+    that holds parts but no log reads as a table that lost its log (`Catalog.lost_log`)."""
+    for name in (*names, tables.QUARANTINE.name, tables.LEDGER.name):
+        catalog.ensure(tables.spec_for(name))
 
 
 ORPHAN_GRACE_S = 3600.0
@@ -240,7 +253,7 @@ def run_stage(
     """Run `stage` over the `rows` it has not done yet, committing every `commit_every` input rows."""
     check_inputs(stage, rows)
     rows = stage.select_inputs(rows)
-    catalog.ensure(tables.spec_for(stage.output_table))
+    ensure_tables(catalog, (stage.output_table,))
     summary = StageSummary(stage=stage.name, engine=engine.name, no_output_note=stage.no_output_note())
     start = time.perf_counter()
     remove_orphans(catalog, (stage.output_table, tables.QUARANTINE.name))
@@ -276,7 +289,7 @@ def run_fused(
     flags, summaries, committers = {}, [], []
     for member in fused.members:
         check_inputs(member, rows)
-        catalog.ensure(tables.spec_for(member.output_table))
+        ensure_tables(catalog, (member.output_table,))
         todo = pending_rows(member, catalog, rows, run_id)
         summary = StageSummary(
             stage=member.name, engine=f"{engine.name} (fused)", no_output_note=member.no_output_note()

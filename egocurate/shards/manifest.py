@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -108,11 +109,15 @@ def read_manifest(url: str, storage_options: dict[str, Any] | None = None) -> tu
 
 
 def write_manifest(manifest: Manifest, folder: str, storage_options: dict[str, Any] | None = None) -> str:
-    """Publish `manifest` in `folder` atomically (a temporary object renamed into place)."""
+    """Publish `manifest` in `folder` atomically (a temporary object renamed into place).
+
+    The temporary name carries the run id, so a killed writer's leftover is known to be its own.
+    """
     fs, base = filesystem(folder, storage_options)
     fs.makedirs(base, exist_ok=True)
     final = f"{base.rstrip('/')}/{MANIFEST_NAME}"
-    tmp = f"{base.rstrip('/')}/.{MANIFEST_NAME}.{uuid.uuid4().hex[:8]}.tmp"
+    tag = manifest.run_id if re.fullmatch(r"[0-9a-f]{8}", manifest.run_id or "") else uuid.uuid4().hex[:8]
+    tmp = f"{base.rstrip('/')}/.{MANIFEST_NAME}.{tag}.tmp"
     with fs.open(tmp, "wb") as fh:
         fh.write(manifest.to_json().encode())
     fs.mv(tmp, final)

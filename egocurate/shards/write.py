@@ -6,17 +6,19 @@ Rows are written in a seeded hash order, so every shard and row group is a rando
 the streaming loader then only needs a shard permutation and a bounded buffer to shuffle well.
 
 Each clip goes to its source's split (a manifest ``split`` column, kept in ``videos.split``); where
-a source has none, train and validation are split by a hash of ``video_id``. Shards are closed,
-then renamed into place; the manifest is published last and atomically, then the shards are
-registered in the ``shards`` table. A writer killed at any point leaves no manifest entry pointing
-at a partial file.
+a source has none, train and validation are split by a hash of ``video_id``; a split is a folder
+name, so one that is not a safe path segment is refused (``shards.target.safe_split``). Shards are
+closed, then renamed into place; the manifest is published last and atomically; then the shard
+files of ours it does not list are deleted (``shards.target.remove_orphans``: only inside ``out``,
+never a live writer's) and the ``shards`` table is made to list exactly its shards
+(``shards.registry``). A writer killed at any point leaves no manifest entry pointing at a partial
+file, and the next write removes what it left.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
-import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -29,7 +31,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from egocurate.catalog import tables
 from egocurate.catalog.rows import (
     align_idm_actions,
     align_latent_actions,
@@ -50,14 +51,19 @@ from egocurate.catalog.selection import (
 )
 from egocurate.catalog.store import Catalog
 from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, render_rate_plan
-from egocurate.shards.manifest import (
-    MANIFEST_NAME,
-    Manifest,
-    ShardInfo,
-    filesystem,
-    join,
-    read_manifest,
-    write_manifest,
+from egocurate.shards.manifest import Manifest, ShardInfo, filesystem, join, write_manifest
+from egocurate.shards.registry import sync_registry
+from egocurate.shards.target import (  # noqa: F401 - errors, OWN_FILE: re-exported
+    OWN_FILE,
+    ShardSplitError,
+    ShardTargetError,
+    WriterLease,
+    check_splits,
+    check_target,
+    inside,
+    is_local,
+    remove_orphans,
+    safe_split,
 )
 
 MB = 1 << 20
@@ -341,16 +347,14 @@ class ShardFileWriter:
         row_group_rows: int = 4096,
         storage_options: dict | None = None,
     ):
-        self.out, self.split, self.run_id, self.schema = out, split, run_id, schema
+        self.out, self.split, self.run_id, self.schema = out, safe_split(split), run_id, schema
         self.target_bytes, self.row_group_bytes, self.row_group_rows = (
             target_bytes,
             row_group_bytes,
             row_group_rows,
         )
         self.fs, self.base = filesystem(out, storage_options)
-        self.local = "file" in (
-            self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        )
+        self.local = is_local(self.fs)
         self.shards: list[ShardInfo] = []
         self._rows: list[dict] = []
         self._pending_bytes = 0
@@ -366,7 +370,10 @@ class ShardFileWriter:
         self._path = rel
         final = f"{self.base.rstrip('/')}/{rel}"
         self._tmp = f"{final}.partial" if self.local else final
-        self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+        folder = final.rsplit("/", 1)[0]
+        self.fs.makedirs(folder, exist_ok=True)
+        if not inside(self.fs, self.base, final):  # e.g. <out>/<split> is a link to another folder
+            raise ShardTargetError(f"{folder} leads outside {self.out}; remove that link")
         self._file = self.fs.open(self._tmp, "wb")
         names = self.schema.names
         self._writer = pq.ParquetWriter(
@@ -465,21 +472,75 @@ def write_shards(
     """Write training shards of the clips `query` (SQL over `clip_view`) selects, plus the manifest.
 
     Clips too short for `params.min_frames` or that fail to decode are left out and reported.
+    Everything written or deleted is inside `out` (see ``shards.target``): the folder and the split
+    names are checked before the first file, the run's marker protects its shards from racing
+    writers until its manifest is published, and afterwards the shard files of ours that the
+    published manifest does not list (an earlier write's, a racing writer's that lost, a killed
+    one's) are deleted and the catalog's ``shards`` table is made to list exactly its shards.
     """
     started = time.perf_counter()
     params = params or ShardParams()
-    previous = previous_shards(out, storage_options)  # refuses a foreign non-empty folder, first
-    run_id = uuid.uuid4().hex[:8]
+    out = out if "://" in out else os.path.abspath(out)  # one spelling per folder in the shards table
+    check_target(out, storage_options)  # refuses a foreign non-empty folder or manifest, first
     versions = catalog_version(catalog)
     view = select_clips(catalog, query, task, thresholds)
     rows_by_id = {row["clip_id"]: row for row in view.to_pylist()}
+    by_split = split_clips(rows_by_id, params)  # refuses a split name that is not a safe folder name
+    run_id = uuid.uuid4().hex[:8]
+    lease = WriterLease(out, run_id, storage_options).acquire()
+    try:
+        manifest, skipped = render_splits(
+            catalog, out, run_id, rows_by_id, by_split, params, workers, storage_options, progress
+        )
+        manifest.query = (query or DEFAULT_QUERY) + (f" /* task GLOB {task!r} */" if task else "")
+        manifest.catalog_version = versions
+        manifest.params = {
+            **params.__dict__,
+            "thresholds": dict(thresholds or {}),
+            "task": task,
+            "skipped": len(skipped),
+            "rendered_fps": manifest.params["rendered_fps"],
+        }
+        murl = write_manifest(manifest, out, storage_options)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the first error is the one to report
+            lease.release()
+            remove_orphans(out, storage_options)  # this run's own shards: nothing lists them
+        raise
+    lease.release()
+    remove_orphans(out, storage_options)
+    if register:
+        sync_registry(catalog, out, storage_options)
+    return WriteReport(murl, manifest, skipped, time.perf_counter() - started)
+
+
+def split_clips(rows_by_id: Mapping[str, Mapping[str, Any]], params: ShardParams) -> dict[str, list[str]]:
+    """Clip ids by split (train and val always present); every split must be a safe folder name."""
+    by_split: dict[str, list[str]] = {"train": [], "val": []}
+    example: dict[str, str] = {}
+    for cid, row in rows_by_id.items():
+        split = split_for(row, params.val_fraction, params.split_salt)
+        by_split.setdefault(split, []).append(cid)
+        example.setdefault(split, str(row.get("uri") or cid))
+    check_splits(by_split, example)
+    return by_split
+
+
+def render_splits(
+    catalog: Catalog,
+    out: str,
+    run_id: str,
+    rows_by_id: dict[str, dict[str, Any]],
+    by_split: dict[str, list[str]],
+    params: ShardParams,
+    workers: int | None,
+    storage_options: dict | None,
+    progress: bool,
+) -> tuple[Manifest, dict[str, str]]:
+    """Render every clip into the shard files of run `run_id`; (the manifest to publish, skipped)."""
     latents = latents_for(catalog, list(rows_by_id))
     real = episode_actions_for(catalog, [r.get("video_id") for r in rows_by_id.values()])
     idm = idm_actions_for(catalog, list(rows_by_id))
-    by_split: dict[str, list[str]] = {"train": [], "val": []}
-    for cid, row in rows_by_id.items():
-        by_split.setdefault(split_for(row, params.val_fraction, params.split_salt), []).append(cid)
-
     skipped: dict[str, str] = {}
     rendered_fps: set[float] = set()  # stated in the manifest: the rates the clips were rendered at
     shards: list[ShardInfo] = []
@@ -520,97 +581,13 @@ def write_shards(
             "videos": len({rows_by_id[c].get("video_id") for c in ids if c not in skipped}),
         }
     bar.close()
-
     manifest = Manifest(
         shards=shards,
         schema=schema_description(SHARD_SCHEMA),
-        query=(query or DEFAULT_QUERY) + (f" /* task GLOB {task!r} */" if task else ""),
         catalog=catalog.root,
-        catalog_version=versions,
         created=datetime.now(UTC).isoformat(),
         run_id=run_id,
-        params={
-            **params.__dict__,
-            "thresholds": dict(thresholds or {}),
-            "task": task,
-            "skipped": len(skipped),
-            "rendered_fps": sorted(rendered_fps),
-        },
+        params={**params.__dict__, "skipped": len(skipped), "rendered_fps": sorted(rendered_fps)},
         splits=splits,
     )
-    murl = write_manifest(manifest, out, storage_options)
-    remove_orphans(out, previous - {s.path for s in shards}, storage_options)
-    if register and shards:
-        register_shards(catalog, manifest, murl)
-    return WriteReport(murl, manifest, skipped, time.perf_counter() - started)
-
-
-# Files a shard writer of ours creates: shards (possibly still .partial) and the manifest's temp name.
-OWN_FILE = re.compile(
-    r"^(?:[a-z]+/shard-\d{5}-[0-9a-f]{8}\.parquet(?:\.partial)?|\.manifest\.json\.[0-9a-f]{8}\.tmp)$"
-)
-
-
-class ShardTargetError(ValueError):
-    """The output folder holds files that are not a shard set of ours."""
-
-
-def previous_shards(out: str, storage_options: dict | None = None) -> set[str]:
-    """Shard paths the manifest in `out` lists (empty for an absent or empty folder).
-
-    A non-empty folder without a shard manifest is not ours: writing into it would mix shards with
-    someone else's files (a glob-based loader would read both), so it is refused.
-    """
-    fs, base = filesystem(out, storage_options)
-    fs.invalidate_cache()
-    if not fs.exists(base):
-        return set()
-    if not fs.isdir(base):
-        raise ShardTargetError(f"{out} is a file; choose a folder for the shards")
-    entries = fs.ls(base, detail=False)
-    if not entries:
-        return set()
-    if not fs.exists(f"{base.rstrip('/')}/{MANIFEST_NAME}"):
-        root = base.rstrip("/") + "/"
-        leftovers = [f.removeprefix(root) for f in fs.find(base)]
-        if leftovers and all(OWN_FILE.match(f) for f in leftovers):
-            return set()  # only what a killed writer of ours left: no manifest was published yet
-        raise ShardTargetError(
-            f"{out} is not empty ({len(entries)} entries) and holds no shard manifest; choose an empty folder"
-        )
-    manifest, _ = read_manifest(out, storage_options)
-    return {s.path for s in manifest.shards if "://" not in s.path and not s.path.startswith("/")}
-
-
-def remove_orphans(out: str, paths: Iterable[str], storage_options: dict | None = None) -> list[str]:
-    """Delete shard files an earlier manifest of ours listed that the new one does not (only those)."""
-    fs, base = filesystem(out, storage_options)
-    removed = []
-    for rel in sorted(paths):
-        path = f"{base.rstrip('/')}/{rel}"
-        if fs.exists(path):
-            fs.rm(path)
-            removed.append(rel)
-    return removed
-
-
-def register_shards(catalog: Catalog, manifest: Manifest, manifest_uri: str) -> int:
-    """Record each shard of `manifest` in the catalog's `shards` table (one transaction)."""
-    now = datetime.now(UTC)
-    rows = pa.Table.from_pylist(
-        [
-            {
-                "shard_uri": shard.url,
-                "split": shard.split,
-                "rows": shard.rows,
-                "bytes": shard.bytes,
-                "query": manifest.query,
-                "catalog_version": json.dumps(manifest.catalog_version, sort_keys=True),
-                "manifest_uri": manifest_uri,
-                "time": now,
-            }
-            for shard in manifest.shards
-        ],
-        schema=tables.SHARDS.schema,
-    )
-    return catalog.append(tables.SHARDS, rows, operation="shards.write")
+    return manifest, skipped

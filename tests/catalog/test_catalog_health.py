@@ -18,8 +18,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "egocurate.cli.main", *args], capture_output=True, text=True)
 
 
-def _clip_rows(ids: list[str]) -> pa.Table:
-    return pa.table({"clip_id": ids, "video_id": ["v"] * len(ids), "start_frame": [0] * len(ids)})
+def _clip_rows(ids: list[str], video_id: str) -> pa.Table:
+    return pa.table({"clip_id": ids, "video_id": [video_id] * len(ids), "start_frame": [0] * len(ids)})
 
 
 def test_check_finds_each_fault_and_repair_fixes_it_without_losing_good_rows(tmp_path, sample_videos):
@@ -42,14 +42,14 @@ def test_check_finds_each_fault_and_repair_fixes_it_without_losing_good_rows(tmp
     ledger = cat.read("_ledger").slice(0, 1).to_pylist()[0] | {"key": "/nowhere/lost.mp4", "rows_out": 1}
     cat.append(tables.LEDGER, pa.Table.from_pylist([ledger], schema=tables.LEDGER.schema))
     # 4. a truncated last log entry: version 2 of `clips` is half written.
-    cat.append(tables.CLIPS, _clip_rows(["c1", "c2"]))
-    cat.append(tables.CLIPS, _clip_rows(["c3"]))
+    cat.append(tables.CLIPS, _clip_rows(["c1", "c2"], good_videos[0]))
+    cat.append(tables.CLIPS, _clip_rows(["c3"], good_videos[0]))
     last = Path(root) / "clips" / "_delta_log" / f"{cat.version('clips'):020d}.json"
     last.write_bytes(last.read_bytes()[:40])
 
     found = _cli("catalog", "check", "-c", root)
     assert found.returncode == 1, found.stdout + found.stderr
-    for line in ("videos: duplicate_keys", "videos: schema_drift", "clips: unreadable",
+    for line in ("videos: duplicate_keys", "videos: schema_drift", "clips: damaged_log",
                  "_ledger: ledger_missing_output"):  # fmt: skip
         assert line in found.stdout, found.stdout
 

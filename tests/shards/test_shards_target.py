@@ -28,7 +28,8 @@ def test_a_foreign_non_empty_folder_is_refused_and_left_alone(catalog, tmp_path)
         write_shards(catalog, str(raw), params=ShardParams(**SMALL), progress=False, register=False)
     done = subprocess.run([sys.executable, "-m", "egocurate.cli.main", "shards", "write", "-c", catalog.root,
                            "--out", str(raw), "--no-progress"], capture_output=True, text=True)  # fmt: skip
-    assert done.returncode == 2 and done.stdout.startswith("error: ") and "no shard manifest" in done.stdout
+    message = done.stderr or done.stdout  # user errors print one line (on stderr, or stdout before)
+    assert done.returncode == 2 and message.startswith("error: ") and "no shard manifest" in message
     assert sorted(p.name for p in raw.rglob("*")) == ["take_001.mp4"]
 
 
