@@ -10,7 +10,7 @@ import pytest
 
 from egocurate.catalog import tables
 from egocurate.catalog.query import clip_view, sql
-from egocurate.catalog.store import Catalog, VacuumRetentionError, write_part
+from egocurate.catalog.store import Catalog, NullKeyError, VacuumRetentionError, write_part
 
 
 def _quarantine_rows(uris: list[str]) -> pa.Table:
@@ -138,3 +138,12 @@ def test_keyed_commit_keeps_every_row_one_input_yields_and_drops_what_another_wr
     again = write_part(cat.root, spec, rows, "b")  # the same work, finished by a second writer
     assert cat.commit_parts(spec, [again], unique=unique) is None
     assert cat.count("clips") == 3
+
+
+def test_a_null_key_is_refused_naming_the_table_and_column(tmp_path):
+    """A row with a null key could never be found, deduplicated or redone by key."""
+    catalog = Catalog(tmp_path / "cat")
+    rows = pa.table({"stage": ["ingest", "ingest"], "key": ["a", None]})
+    with pytest.raises(NullKeyError, match="'_ledger'.*'key'"):
+        catalog.append_unique(tables.LEDGER, rows, unique=[("key", "stage")])
+    assert catalog.count("_ledger") == 0
