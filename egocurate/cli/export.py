@@ -60,8 +60,8 @@ def export_dreamdojo_cmd(
     fps: Annotated[
         float | None,
         typer.Option(
-            help="Render clips at this rate (downsampling only). Default: the latent-action model's "
-            "rate (native / LAM stride), the rate shards use."
+            help="Render clips at this rate, 1 to 240 (downsampling only). Default: the latent-action "
+            "model's rate (native / LAM stride), the rate shards use."
         ),
     ] = None,
     low_fps: LowFpsOption = LowFps.native,
@@ -76,6 +76,7 @@ def export_dreamdojo_cmd(
     """Write an MP4 tree DreamDojo's human-video loader accepts as it is (plus clips.parquet)."""
     from egocurate.export.dreamdojo import export_dreamdojo
 
+    _check_fps(fps)
     _run_export(
         export_dreamdojo,
         Catalog(catalog, create=False),
@@ -102,7 +103,9 @@ def export_lerobot_cmd(
     task: TaskOption = None,
     fps: Annotated[
         float,
-        typer.Option(help="Dataset frame rate: faster clips are resampled down to it, slower ones left out."),
+        typer.Option(
+            help="Dataset frame rate, 1 to 240: faster clips are resampled down to it, slower ones left out."
+        ),
     ] = 10.0,
     width: Annotated[int, typer.Option(min=16)] = 640,
     height: Annotated[int, typer.Option(min=16)] = 480,
@@ -135,6 +138,7 @@ def export_lerobot_cmd(
     """
     from egocurate.export.lerobot import export_lerobot
 
+    _check_fps(fps)
     _run_export(
         export_lerobot,
         Catalog(catalog, create=False),
@@ -155,10 +159,44 @@ def export_lerobot_cmd(
     )
 
 
+@app.command("recover")
+def export_recover_cmd(
+    out: Annotated[str, typer.Option("--out", "-o", help="The export folder to check.")],
+) -> None:
+    """Put back an export that a killed export left renamed away, and drop dead exports' leftovers.
+
+    Every export does this first on its own; run it when a reader finds --out missing.
+    """
+    from egocurate.export.common import recover_export
+
+    try:
+        restored = recover_export(out)
+    except OSError as exc:
+        fail(f"cannot recover {out}: {exc}")
+    console.print(f"restored the previous export at {out}" if restored else f"nothing to recover at {out}")
+
+
+def _check_fps(fps: float | None) -> None:
+    """A frame rate no export can render is one ``error:`` line (exit 2) before anything is opened."""
+    from egocurate.export.common import check_fps
+
+    try:
+        check_fps(fps)
+    except ValueError as exc:
+        fail(str(exc))
+
+
 def _run_export(export, *args, **kwargs) -> None:
-    """Run one export command: a bad query or an existing output is a clear error, exit code 2."""
+    """Run one export command: a bad query, an existing output or a refused publish is one error line
+    (exit 2); a refused export still lists the clips it left out and why."""
+    from egocurate.export.common import ExportRefused
+
     try:
         report = export(*args, **kwargs)
+    except ExportRefused as exc:
+        if exc.report is not None and exc.report.skipped:
+            _print_left_out(exc.report.skipped)
+        fail(str(exc))
     except (ValueError, FileExistsError) as exc:
         fail(str(exc))
     _print_report(report)
@@ -171,4 +209,8 @@ def _print_report(report) -> None:
     if report.renamed:
         console.print("renamed for the loader's path filter: " + json.dumps(report.renamed))
     if report.skipped:
-        console.print(f"[yellow]left out {len(report.skipped)} clip(s)[/]: " + first_reasons(report.skipped))
+        _print_left_out(report.skipped)
+
+
+def _print_left_out(skipped: dict[str, str]) -> None:
+    console.print(f"[yellow]left out {len(skipped)} clip(s)[/]: " + first_reasons(skipped))

@@ -3,5 +3,5 @@
 from egocurate import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, (
-    "dreamdojo: export_dreamdojo; lerobot: export_lerobot; common: ExportReport"
+    "dreamdojo: export_dreamdojo; lerobot: export_lerobot; common: ExportReport ExportRefused recover_export"
 ))

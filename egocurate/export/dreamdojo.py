@@ -17,6 +17,7 @@ catalog, with the fps each clip was rendered at (also in ``egocurate_export.json
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 from egocurate.catalog.rows import first_present, source_span
 from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, select_clips, split_for
 from egocurate.catalog.store import Catalog
-from egocurate.export.common import ExportReport, Staging, write_atomic
+from egocurate.export.common import ExportReport, Staging, check_fps, write_atomic
 from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, render_rate_plan
 
 DROPPED_WORDS = ("left", "right", "resize", "pad")
@@ -49,6 +50,18 @@ def loader_safe_name(text: str | None, max_len: int = 60) -> str:
         for word, short in ABBREVIATIONS.items():
             slug = slug.replace(word, short)
     return slug
+
+
+def clip_file_stem(clip_id: str) -> str:
+    """A clip's file name (without ``.mp4``): its id where that is plain hex, as catalog ids are.
+
+    Any other id (``../../x``, ``/abs``, ``left_3``) becomes a loader-safe slug plus a hash of the
+    id: it can neither leave the task folder nor trip the loader's path filter, and two ids never
+    share a file. ``clips.parquet`` maps each file back to its exact id.
+    """
+    if re.fullmatch(r"[0-9a-f]{1,64}", clip_id):
+        return clip_id
+    return f"{loader_safe_name(clip_id, 40)}_{hashlib.sha256(clip_id.encode()).hexdigest()[:12]}"
 
 
 def kept_by_dreamdojo(path: str) -> bool:
@@ -116,8 +129,10 @@ def export_dreamdojo(
     and a slower source keeps its own rate or, with `low_fps` "refuse", is left out. `width`/`height`
     None keep the source size (the trainer centre-crops to 4:3 and resizes to 480x640 itself). The
     tree is staged next to `out` and swapped in whole (``export.common.Staging``); `replace` accepts
-    dropping most of an earlier export.
+    dropping most of an earlier export. Every path below `out` is built from slugs and hex, never
+    from a label or id as it is, so no data can write outside `out`.
     """
+    check_fps(fps)
     staging = Staging(check_dreamdojo_root(out), MARKER)
     try:
         return _export(staging, catalog, query, task, fps, min_frames, width, height, crf, thresholds,
@@ -166,8 +181,8 @@ def _export(
         folder = loader_safe_name(label)
         if re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") != folder:
             report.renamed[label] = folder
-        rel = f"{folder}/{row['clip_id']}.mp4"
-        write_atomic(root / rel, data)
+        rel = f"{folder}/{clip_file_stem(row['clip_id'])}.mp4"
+        write_atomic(staging.file(rel), data)
         report.written += 1
         index_rows.append(
             {
@@ -218,6 +233,7 @@ def _export(
         selected={r["clip_id"] for r in rows},
         files=[r["path"] for r in index_rows] + ["clips.parquet"],
         replace=replace,
+        report=report,
     )
     report.seconds = time.perf_counter() - started
     return report

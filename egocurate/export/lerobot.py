@@ -55,7 +55,7 @@ from egocurate.export.actions import (
     parse_action_source,
     plan_actions,
 )
-from egocurate.export.common import ExportReport, Staging, write_atomic
+from egocurate.export.common import ExportReport, Staging, check_fps, write_atomic
 from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, render_rate_plan
 
 CODEBASE_VERSION = "v2.1"
@@ -230,8 +230,11 @@ def export_lerobot(
     Episodes are ordered by split, train first, then val, then any other: each clip's source split
     (a manifest ``split`` column) where it has one, else by a hash of ``video_id``. ``info.json``'s
     ``splits`` gives each range. The dataset is staged next to `out` and swapped in whole
-    (``export.common.Staging``); `replace` accepts dropping most of an earlier export.
+    (``export.common.Staging``); `replace` accepts dropping most of an earlier export. Every path
+    below `out` comes from the fixed templates and integer indices (labels, datasets and splits are
+    only ever file contents), and each write is checked to stay inside the staging folder.
     """
+    check_fps(fps)
     staging = Staging(out, MARKER)
     try:
         order = parse_action_source(action_source)
@@ -312,11 +315,11 @@ def _export(
             },
             schema=data_schema(plan.dim),
         )
-        data_path = root / DATA_PATH.format(episode_chunk=chunk, episode_index=episode)
+        data_path = staging.file(DATA_PATH.format(episode_chunk=chunk, episode_index=episode))
         data_path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, data_path)
         write_atomic(
-            root / VIDEO_PATH.format(episode_chunk=chunk, video_key=VIDEO_KEY, episode_index=episode),
+            staging.file(VIDEO_PATH.format(episode_chunk=chunk, video_key=VIDEO_KEY, episode_index=episode)),
             result["video"],
         )
         action = result["action"]
@@ -409,6 +412,7 @@ def _export(
         selected={r["clip_id"] for r in view},
         files=["meta/info.json", SIDECAR],
         replace=replace,
+        report=report,
     )
     report.seconds = time.perf_counter() - started
     return report

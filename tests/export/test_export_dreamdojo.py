@@ -93,9 +93,12 @@ def test_task_query_and_rerun_removes_clips_no_longer_selected(catalog, tmp_path
 
 
 def test_short_clips_are_skipped_with_a_reason(catalog, tmp_path):
-    report = export_dreamdojo(catalog, str(tmp_path / "slow"), fps=5.0, width=160, height=120, progress=False)
+    with pytest.raises(ExportRefused, match=r"none of the 8 selected clip\(s\) could be written") as refused:
+        export_dreamdojo(catalog, str(tmp_path / "slow"), fps=5.0, width=160, height=120, progress=False)
+    report = refused.value.report  # a failing export publishes nothing but still says why
     assert report.written == 0 and len(report.skipped) == 8
     assert all("< 14" in why for why in report.skipped.values())
+    assert not (tmp_path / "slow").exists()
 
 
 @pytest.mark.parametrize("root", ["bright_videos", "ipad_clips", "data_g1", "GR1-set", "agibot", "egodex_21"])

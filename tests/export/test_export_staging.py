@@ -47,7 +47,9 @@ def test_re_export_after_sources_moved_keeps_the_previous_export(sample, tmp_pat
     cli = [sys.executable, "-m", "egocurate.cli.main", "export", "lerobot", "-c", catalog.root, "--out",
            str(tmp_path / "lr"), "--no-progress"]  # fmt: skip
     done = subprocess.run(cli, capture_output=True, text=True)
-    assert done.returncode == 2 and "error: none of the 24 selected" in done.stdout, done.stdout + done.stderr
+    output = done.stdout + done.stderr  # the error line goes to stderr, the report to stdout
+    assert done.returncode == 2 and "error: none of the 24 selected" in output, output
+    assert not (tmp_path / "lr").exists()  # a failing export publishes nothing
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from egocurate.export.common import ExportRefused
 from egocurate.export.dreamdojo import export_dreamdojo
 from egocurate.export.lerobot import export_lerobot
 from egocurate.media.encode import LowFrameRate, render_rate_plan
@@ -97,8 +98,10 @@ def test_a_slow_source_keeps_its_rate_or_is_refused_never_upsampled(slow_catalog
     assert entry["fps"] == 5.0 and entry["num_frames"] == 40
     assert stream_info(str(tmp_path / "native" / entry["path"])) == pytest.approx((5.0, 40))  # not 80 frames
 
-    refused = export_dreamdojo(slow_catalog, str(tmp_path / "refuse"), fps=10.0, low_fps="refuse",
-                               width=160, height=120, progress=False)  # fmt: skip
+    with pytest.raises(ExportRefused) as failed:  # nothing writable: nothing published, reasons kept
+        export_dreamdojo(slow_catalog, str(tmp_path / "refuse"), fps=10.0, low_fps="refuse",
+                         width=160, height=120, progress=False)  # fmt: skip
+    refused = failed.value.report
     assert refused.written == 0 and all("LowFrameRate" in why for why in refused.skipped.values())
 
     shards = write_shards(slow_catalog, str(tmp_path / "shards"),
@@ -106,9 +109,12 @@ def test_a_slow_source_keeps_its_rate_or_is_refused_never_upsampled(slow_catalog
                           progress=False, register=False)  # fmt: skip
     assert len(shards.skipped) == 1 and "below the target" in next(iter(shards.skipped.values()))
 
-    lerobot = export_lerobot(slow_catalog, str(tmp_path / "lerobot"), fps=10.0, width=160, height=120,
-                             progress=False)  # fmt: skip
+    with pytest.raises(ExportRefused) as failed:
+        export_lerobot(slow_catalog, str(tmp_path / "lerobot"), fps=10.0, width=160, height=120,
+                       progress=False)  # fmt: skip
+    lerobot = failed.value.report
     assert lerobot.written == 0 and all("LowFrameRate" in why for why in lerobot.skipped.values())
+    assert not (tmp_path / "refuse").exists() and not (tmp_path / "lerobot").exists()
 
 
 def test_cli_low_fps_flag(slow_catalog, tmp_path):
