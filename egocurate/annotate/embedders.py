@@ -12,6 +12,7 @@ Vocabulary embeddings are computed once per (model, texts) and cached on disk as
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -72,6 +73,23 @@ class SentenceEmbedder:
         return _normalise(out)
 
 
+class UnknownModelError(ValueError):
+    """A CLIP model open_clip does not know (the same error as the embed stage's, by name)."""
+
+
+def check_clip_name(name: str, known: Sequence[str]) -> None:
+    """Raise :class:`UnknownModelError` (one line, with the closest names) unless open_clip knows
+    `name` or it is an ``hf-hub:``/``local-dir:`` id (open_clip's own error lists every name)."""
+    if name in known or name.startswith(("hf-hub:", "local-dir:")):
+        return
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise UnknownModelError(
+        f"unknown CLIP model {name!r}; {hint}give an open_clip architecture (e.g. ViT-B-32 or "
+        "egocurate-tiny-clip), an hf-hub: or local-dir: id, or a model-config JSON"
+    )
+
+
 class ClipTextEmbedder:
     """The text tower of an open_clip model (image embeddings of the same model live in the catalog).
 
@@ -98,8 +116,11 @@ class ClipTextEmbedder:
             open_clip.add_model_config(model_config)
         name = model_name
         if model_name.endswith(".json"):
+            if not Path(model_name).is_file():
+                raise UnknownModelError(f"CLIP model config not found: {model_name}")
             open_clip.add_model_config(model_name)
             name = Path(model_name).stem
+        check_clip_name(name, open_clip.list_models())
         self.torch = torch
         self.device = device
         self.batch_size = batch_size

@@ -40,6 +40,11 @@ RENAMES = {
 }
 
 
+# The tables are Arrow datasets registered by the connection (read by pyarrow, not by DuckDB's
+# file systems), so disabling external access costs the reads nothing.
+READ_ONLY_CONFIG = {"enable_external_access": False, "lock_configuration": True}
+
+
 def keep_expression(thresholds: Mapping[str, float] | None) -> str:
     """SQL boolean for the view's `keep` column (defined by the filters package's thresholds)."""
     return keep_predicate(dict(thresholds or {}))
@@ -90,8 +95,11 @@ def connect(
     """A DuckDB connection with every catalog table registered by name, plus the `clip_view`.
 
     `version` time-travels every table to that Delta version (a table younger than it reads empty).
+    The connection is read-only to the outside: SQL given by users (`catalog sql`, `shards write
+    --query`) can read the registered tables but never write or read a file (``COPY ... TO``,
+    ``ATTACH``, ``read_csv``), nor load an extension or change that setting back.
     """
-    con = duckdb.connect()
+    con = duckdb.connect(config=READ_ONLY_CONFIG)
     for name, spec in tables.SPECS.items():
         # An absent table reads as empty; a broken one raises CatalogReadError (never "empty").
         latest = catalog.version(name)

@@ -1,8 +1,9 @@
 """The `egocurate` command line: one Typer app, a sub-app or module per command group.
 
 User errors (a missing or unreadable catalog, a bad config, a checkpoint that does not load, a
-permission problem) print one ``error: ...`` line and exit 2 (:func:`user_error` maps them, in one
-place); ``--debug`` shows the traceback instead. Anything else is a bug and keeps its traceback.
+permission problem, object storage without credentials or bucket) print one ``error: ...`` line on
+stderr and exit 2 (:func:`user_error` maps them, in one place); ``--debug`` shows the traceback
+too. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from typing import Annotated
 
 import typer
 
-from egocurate.cli import annotate, catalog, demo, export, idm, lam, run, shards, shots
-from egocurate.cli.options import fail
+from egocurate.cli import annotate, catalog, demo, export, idm, lam, options, run, shards, shots
+from egocurate.cli.options import DEBUG_ENV, fail
 from egocurate.jobs import engine_logs
 from egocurate.jobs.engine_logs import VERBOSE_ENV
+from egocurate.storage import storage_error
 
 app = typer.Typer(help="Curate egocentric video into world-model training data.", no_args_is_help=True)
 run.register(app)  # ingest, run
@@ -29,7 +31,6 @@ app.add_typer(lam.app, name="lam")
 app.add_typer(idm.app, name="idm")
 app.add_typer(shots.app, name="shots")
 
-DEBUG_ENV = "EGOCURATE_DEBUG"
 # Error types that are the user's to fix, by class name (some live in modules that import torch;
 # matching names keeps `egocurate --help` fast).
 USER_ERRORS = {
@@ -41,6 +42,7 @@ USER_ERRORS = {
     "CheckpointError",
     "ExportRefused",
     "ShardTargetError",
+    "UnknownModelError",
 }
 
 
@@ -58,6 +60,7 @@ def _root(
     ] = False,
 ) -> None:
     """Curate egocentric video into world-model training data."""
+    options.LOCATIONS.clear()  # one command per call (tests call `app` many times in one process)
     if debug:
         os.environ[DEBUG_ENV] = "1"
     if verbose:
@@ -66,7 +69,13 @@ def _root(
 
 
 def user_error(exc: BaseException) -> str | None:
-    """The one-line message of a user error, or None for an unexpected exception (a bug)."""
+    """The one-line message of a user error, or None for an unexpected exception (a bug).
+
+    Object storage failures come first: a catalog read that fails for want of credentials or of a
+    bucket is about the URL, not a broken table."""
+    stored = storage_error(exc, options.LOCATIONS)
+    if stored is not None:
+        return stored
     names = {cls.__name__ for cls in type(exc).__mro__}
     if names & USER_ERRORS:
         return " ".join(str(exc).split("\n"))

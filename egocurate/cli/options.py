@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
+import traceback
 from enum import StrEnum
 from typing import Annotated, NoReturn
 
@@ -15,9 +17,34 @@ from rich.table import Table
 
 # Piped output (logs, CI, tests) is not wrapped: a long path stays on one line whatever the width.
 console = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=not sys.stdout.isatty())
+# Errors go to stderr, so a command's output (`--format json`, a piped table) is only its result.
+error_console = Console(stderr=True, soft_wrap=True)
+
+DEBUG_ENV = "EGOCURATE_DEBUG"  # set by `egocurate --debug`: errors show their traceback
+# The catalog and source URLs this command works on, so that a storage error whose message names
+# none (botocore's NoCredentialsError) can still name the URL (see `egocurate.storage.storage_error`).
+LOCATIONS: list[str] = []
+
+
+def note_locations(*urls: str | None) -> None:
+    """Remember the catalog or source URLs the running command works on (see :data:`LOCATIONS`)."""
+    LOCATIONS.extend(str(u) for u in urls if u and str(u) not in LOCATIONS)
+
+
+def _note_catalog(value: str | None) -> str | None:
+    note_locations(value)
+    return value
+
 
 CatalogOption = Annotated[
-    str, typer.Option("--catalog", "-c", envvar="EGOCURATE_CATALOG", help="Catalog root: a path or URL.")
+    str,
+    typer.Option(
+        "--catalog",
+        "-c",
+        envvar="EGOCURATE_CATALOG",
+        help="Catalog root: a path or URL.",
+        callback=_note_catalog,
+    ),
 ]
 ThresholdOption = Annotated[
     list[str] | None,
@@ -60,6 +87,15 @@ SparkMasterOption = Annotated[
         "--spark-master", envvar="EGOCURATE_SPARK_MASTER", help="Spark master URL, e.g. spark://host:7077."
     ),
 ]
+ProgressTimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--progress-timeout",
+        envvar="EGOCURATE_PROGRESS_TIMEOUT",
+        min=0.001,
+        help="Ray/Spark: end a stage when no batch finished for this many seconds (default 300).",
+    ),
+]
 SparkConfOption = Annotated[
     list[str] | None,
     typer.Option("--spark-conf", envvar="EGOCURATE_SPARK_CONF", help="Spark setting KEY=VALUE (repeatable)."),
@@ -82,6 +118,7 @@ def engine_options(
     ray_address: str | None,
     spark_master: str | None,
     spark_conf: list[str] | None,
+    progress_timeout: float | None = None,
 ) -> dict:
     """The keyword arguments of :func:`egocurate.jobs.config.with_engine_options` from the options."""
     return {
@@ -89,6 +126,7 @@ def engine_options(
         "ray_address": ray_address,
         "spark_master": spark_master,
         "spark_conf": parse_spark_conf(spark_conf),
+        "progress_timeout": progress_timeout,
     }
 
 
@@ -105,9 +143,12 @@ def first_reasons(skipped: dict[str, str], limit: int = 3) -> str:
 
 
 def fail(message: str) -> NoReturn:
-    """Print ``error: message`` on one line (never parsed as markup) and exit 2: every user error."""
+    """Print ``error: message`` on one line of stderr (never parsed as markup) and exit 2: every user
+    error. Under ``--debug``, the traceback of the exception being handled comes first."""
+    if os.environ.get(DEBUG_ENV) and sys.exc_info()[1] is not None:
+        traceback.print_exc()
     line = re.sub(r"\s*\n\s*", " ", str(message).strip())
-    console.print(f"[bold red]error:[/] {escape(line)}", highlight=False)
+    error_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False)
     raise typer.Exit(2)
 
 

@@ -11,12 +11,14 @@ from egocurate.catalog.store import Catalog
 from egocurate.cli.options import (
     CatalogOption,
     EngineOption,
+    ProgressTimeoutOption,
     RayAddressOption,
     SparkConfOption,
     SparkMasterOption,
     console,
     engine_options,
     fail,
+    note_locations,
 )
 from egocurate.jobs.config import ConfigError, PipelineConfig, load_config, with_engine_options
 from egocurate.jobs.pipeline import run_pipeline
@@ -39,6 +41,7 @@ def ingest(
     spark_master: SparkMasterOption = None,
     ray_address: RayAddressOption = None,
     spark_conf: SparkConfOption = None,
+    progress_timeout: ProgressTimeoutOption = None,
     commit_every: Annotated[int, typer.Option(min=1, help="Input rows per Delta commit.")] = 256,
     batch_size: Annotated[int, typer.Option(min=1, help="Files per worker batch.")] = 8,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -63,7 +66,10 @@ def ingest(
                 "camera": camera,
             }
         )
-        config = with_engine_options(config, **engine_options(engine, ray_address, spark_master, spark_conf))
+        config = with_engine_options(
+            config, **engine_options(engine, ray_address, spark_master, spark_conf, progress_timeout)
+        )
+        note_locations(*sources)
         run_pipeline(config, console)
     except (ConfigError, ValueError, EngineError) as exc:
         fail(str(exc))
@@ -77,6 +83,7 @@ def run(
     ray_address: RayAddressOption = None,
     spark_master: SparkMasterOption = None,
     spark_conf: SparkConfOption = None,
+    progress_timeout: ProgressTimeoutOption = None,
     allow_empty: Annotated[bool, typer.Option(help="Succeed even if the sources match no file.")] = False,
 ) -> None:
     """Run a pipeline file end to end; every stage resumes from what the catalog holds."""
@@ -87,7 +94,10 @@ def run(
         overrides["allow_empty"] = True
     try:
         config = load_config(pipeline, overrides)
-        config = with_engine_options(config, **engine_options(engine, ray_address, spark_master, spark_conf))
+        config = with_engine_options(
+            config, **engine_options(engine, ray_address, spark_master, spark_conf, progress_timeout)
+        )
+        note_locations(config.catalog, *config.sources)
         run_pipeline(config, console)
     except (ConfigError, ValueError, EngineError) as exc:
         fail(str(exc))

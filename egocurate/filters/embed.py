@@ -13,8 +13,9 @@ not thread-safe).
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +39,32 @@ def model_id_for(model: str, pretrained: str | None, seed: int) -> str:
     return f"{name}:{weights}"
 
 
+class UnknownModelError(ValueError):
+    """An embed model open_clip does not know (a typo, or a model-config JSON that is not there)."""
+
+
+def check_model_name(model: str, known: Iterable[str]) -> None:
+    """Raise :class:`UnknownModelError` (one line, with the closest names) unless `model` is one of
+    `known`, an ``hf-hub:``/``local-dir:`` id or an existing config JSON; open_clip's own error
+    lists every architecture it has, some hundred names."""
+    if model.startswith(("hf-hub:", "local-dir:")):
+        return
+    if model.endswith(".json"):
+        if not Path(model).is_file():
+            raise UnknownModelError(f"embed model config not found: {model}")
+        return
+    known = sorted(known)
+    if model in known:
+        return
+    close = difflib.get_close_matches(model, known, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise UnknownModelError(
+        f"unknown embed model {model!r}; {hint}give an open_clip architecture "
+        f"(one of {len(known)}, e.g. ViT-B-32 or {TINY_MODEL}), an hf-hub: or local-dir: id, "
+        "or a model-config JSON"
+    )
+
+
 def load_model(
     model: str, pretrained: str | None, seed: int, device: str, cache_dir: str | None = None
 ) -> Any:
@@ -46,6 +73,7 @@ def load_model(
     import torch
 
     open_clip.add_model_config(MODEL_CONFIGS)
+    check_model_name(model, open_clip.list_models())
     name = model
     if model.endswith(".json"):
         open_clip.add_model_config(model)

@@ -24,7 +24,7 @@ import fsspec
 import pyarrow as pa
 
 from egocurate.ingest.lerobot import is_lerobot_dataset, lerobot_episodes
-from egocurate.storage import fsspec_options
+from egocurate.storage import fsspec_options, storage_error
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".mts")
 MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".ndjson")
@@ -86,23 +86,69 @@ def origin_of(meta: dict) -> str:
     return "generated" if any(meta.get(k) not in (None, "") for k in GENERATED_COLUMNS) else "real"
 
 
+def _text(meta: dict, key: str) -> str | None:
+    """`meta[key]` as text: a number or a boolean is written as JSON writes it (a split of 1 is "1"),
+    so a hand-written manifest never fails on the column's type; a list or an object is an error."""
+    value = meta.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    raise SourceError(f"{key!r} must be text or a number, got {json.dumps(value, default=str)[:60]}")
+
+
 def _row(uri: str, source: str, meta: dict | None = None) -> dict:
     meta = dict(meta or {})
     task_key = next((k for k in TASK_ALIASES if meta.get(k) not in (None, "")), None)
-    task = meta[task_key] if task_key else meta.get("prompt") or None  # a rollout's prompt is its task
+    task = _text(meta, task_key) if task_key else _text(meta, "prompt")  # a rollout's prompt is its task
     uri_key = "uri" if meta.get("uri") else "path"
     mapped = {uri_key, task_key, "origin", *MAPPED, *GENERATED_COLUMNS}
     extra = {k: v for k, v in meta.items() if k not in mapped and v not in (None, "")}
     return {
         "uri": uri,
         "source": source,
-        "dataset": meta.get("dataset") or None,
-        "task_text": str(task) if task is not None else None,
-        "split": meta.get("split") or None,
+        "dataset": _text(meta, "dataset"),
+        "task_text": task,
+        "split": _text(meta, "split"),
         "extra_json": json.dumps(extra, sort_keys=True, default=str) if extra else None,
         "origin": origin_of(meta),
-        **{k: str(meta[k]) if meta.get(k) not in (None, "") else None for k in GENERATED_COLUMNS},
+        **{k: _text(meta, k) for k in GENERATED_COLUMNS},
     }
+
+
+def _manifest_records(source: str, path: str, text: str) -> list[tuple[int, dict]]:
+    """(line number, record) of each row of a CSV or JSONL manifest; a JSONL line that is not a
+    JSON object is an error naming its line."""
+    if path.lower().endswith(".csv"):
+        reader = csv.DictReader(io.StringIO(text))
+        return [(reader.line_num, record) for record in reader]
+    records = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SourceError(f"{source}:{lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise SourceError(
+                f"{source}:{lineno}: expected a JSON object with a 'uri', got a {type(record).__name__}"
+            )
+        records.append((lineno, record))
+    return records
+
+
+def _manifest_uri(record: dict) -> str:
+    """The row's `uri` (or `path`): non-empty text, else an error."""
+    key = "uri" if record.get("uri") not in (None, "") else "path"
+    uri = record.get(key)
+    if uri in (None, ""):
+        raise SourceError("no 'uri' or 'path' column")
+    if not isinstance(uri, str):
+        raise SourceError(f"{key!r} must be a path or URL in quotes, got {json.dumps(uri, default=str)[:60]}")
+    return uri
 
 
 def _read_manifest(source: str, storage_options: dict | None) -> list[dict]:
@@ -110,19 +156,8 @@ def _read_manifest(source: str, storage_options: dict | None) -> list[dict]:
         source if _is_remote(source) else _local(source), **fsspec_options(storage_options)
     )
     if not fs.exists(path):
-        raise SourceError(f"manifest not found: {source}")
-    text = fs.cat_file(path).decode("utf-8-sig")
-    if path.lower().endswith(".csv"):
-        records = list(csv.DictReader(io.StringIO(text)))
-    else:
-        records = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise SourceError(f"{source}:{lineno}: not valid JSON ({exc.msg})") from None
+        raise SourceError(_not_found("manifest", fs, path, source))
+    records = _manifest_records(source, path, fs.cat_file(path).decode("utf-8-sig"))
     base = path.rsplit("/", 1)[0]
 
     def resolve(uri: str) -> str:
@@ -131,17 +166,25 @@ def _read_manifest(source: str, storage_options: dict | None) -> list[dict]:
         return uri if _is_remote(uri) else _local(uri)
 
     rows = []
-    for index, record in enumerate(records):
-        uri = record.get("uri") or record.get("path")
-        if not uri:
-            raise SourceError(f"{source}: row {index} has no 'uri' or 'path' column")
-        if record.get("initial_frame") not in (None, ""):
-            record["initial_frame"] = resolve(str(record["initial_frame"]))
+    for lineno, record in records:
         try:
-            rows.append(_row(resolve(str(uri)), source, record))
+            uri = _manifest_uri(record)
+            frame = _text(record, "initial_frame")
+            if frame is not None:
+                record["initial_frame"] = resolve(frame)
+            rows.append(_row(resolve(uri), source, record))
         except SourceError as exc:
-            raise SourceError(f"{source}: row {index}: {exc}") from None
+            raise SourceError(f"{source}:{lineno}: {exc}") from None
     return rows
+
+
+def _not_found(what: str, fs: fsspec.AbstractFileSystem, path: str, source: str) -> str:
+    """Why `source` is not there: its bucket is missing (object storage), or the path itself."""
+    if _is_remote(source):
+        bucket = path.split("/", 1)[0]
+        if bucket and bucket != path and not fs.exists(bucket):
+            return f"bucket {bucket!r} does not exist: {source}"
+    return f"{what} not found: {source}"
 
 
 def _list_source(source: str, storage_options: dict | None, camera: str | None = None) -> list[dict]:
@@ -165,8 +208,22 @@ def _list_source(source: str, storage_options: dict | None, camera: str | None =
     elif fs.exists(path):
         paths = [path]
     else:
-        raise SourceError(f"source not found: {source}")
+        raise SourceError(_not_found("source", fs, path, source))
     return [_row(_qualify(fs, p, source), source) for p in sorted(paths)]
+
+
+def _listed(source: str, storage_options: dict | None, camera: str | None) -> list[dict]:
+    """:func:`_list_source`, with an object-store failure (no credentials, no such bucket) as one
+    :class:`SourceError` naming the source."""
+    try:
+        return _list_source(source, storage_options, camera)
+    except SourceError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - only storage failures are reworded, the rest re-raised
+        message = storage_error(exc, [source])
+        if message is None:
+            raise
+        raise SourceError(message) from exc
 
 
 def _lerobot_rows(root: str, source: str, camera: str | None, storage_options: dict | None) -> list[dict]:
@@ -189,7 +246,7 @@ def discover(
     seen: set[str] = set()
     rows: list[dict] = []
     for source in sources:
-        for row in _list_source(str(source), storage_options, camera):
+        for row in _listed(str(source), storage_options, camera):
             if row["uri"] not in seen:
                 seen.add(row["uri"])
                 rows.append(row)

@@ -95,11 +95,14 @@ def with_engine_options(
     ray_address: str | None = None,
     spark_master: str | None = None,
     spark_conf: dict[str, str] | None = None,
+    progress_timeout: float | None = None,
 ) -> PipelineConfig:
     """`config` with the command line's (or environment's) engine options over the file's.
 
     An engine given here replaces the run's engine and every stage's, except stages with
-    ``engine_locked: true``; None leaves the file's value.
+    ``engine_locked: true``; None leaves the file's value. `progress_timeout` (``--progress-timeout``
+    or ``EGOCURATE_PROGRESS_TIMEOUT``) replaces both ``ray.progress_timeout_s`` and
+    ``spark.progress_timeout_s``.
     """
     config = config.model_copy(deep=True)
     if engine:
@@ -112,6 +115,8 @@ def with_engine_options(
     if spark_master:
         config.spark.master = spark_master
     config.spark.conf.update(spark_conf or {})
+    if progress_timeout:
+        config.ray.progress_timeout_s = config.spark.progress_timeout_s = float(progress_timeout)
     return config
 
 

@@ -80,7 +80,7 @@ def test_pipeline_spans_both_nodes_and_survives_losing_the_worker_node(
     raylet.kill()  # SIGKILL: the worker node is gone mid-stage
     code, out, err = finish(proc)
     if code != 0:  # a clear one-line failure is allowed; the rerun must then resume and finish
-        assert code == 2 and "error:" in out and "Traceback" not in out + err, out + err[-3000:]
+        assert code == 2 and "error:" in err and "Traceback" not in out + err, out + err[-3000:]
         code, out, err = finish(_cli(cluster, *args))
     assert code == 0, out + err[-3000:]
     assert "core_worker.cc" not in err and "max_restarts" not in err, err[-2000:]
@@ -114,7 +114,7 @@ def test_a_stage_no_node_can_hold_fails_in_seconds_saying_why(cluster, cluster_s
     code, out, err = finish(_cli(cluster, "run", str(pipeline), "--engine", "ray", "--ray-address",
                                   cluster.address), timeout=120)  # fmt: skip
     assert code == 2, out + err[-2000:]
-    (line,) = [ln for ln in out.splitlines() if ln.startswith("error:")]
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]  # errors go to stderr
     assert "cannot be placed" in line and "cpus=4" in line and "cpus=1" in line, line
     assert "Traceback" not in out + err
     assert time.perf_counter() - start < 60
@@ -143,7 +143,7 @@ def test_a_stage_without_progress_ends_with_a_clear_error(cluster, cluster_sourc
         holder.kill()
         holder.wait()
     assert code == 2, out + err[-2000:]
-    (line,) = [ln for ln in out.splitlines() if ln.startswith("error:")]
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert "no batch finished in 4 s" in line and "rerun to resume" in line, line
 
 
@@ -155,8 +155,11 @@ def test_an_unreachable_cluster_is_one_line_and_exit_2(cluster, cluster_sources,
         env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2
-    assert done.stdout.startswith("error: cannot reach a Ray cluster at 127.0.0.1:"), done.stdout
-    assert "EGOCURATE_RAY_ADDRESS" in done.stdout and "Traceback" not in done.stdout + done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]  # errors go to stderr
+    assert len(lines) == 1, done.stdout + done.stderr
+    assert lines[0].startswith("error: cannot reach a Ray cluster at 127.0.0.1:"), lines[0]
+    assert "EGOCURATE_RAY_ADDRESS" in lines[0]
+    assert "Traceback" not in done.stdout + done.stderr
 
 
 def test_a_driver_without_the_cluster_token_is_one_line_and_exit_2(cluster, cluster_sources, tmp_path):
@@ -165,6 +168,6 @@ def test_a_driver_without_the_cluster_token_is_one_line_and_exit_2(cluster, clus
     env = cluster.driver_env(RAY_AUTH_TOKEN="0" * 64)
     code, out, err = finish(cli(env, *args, "--ray-address", cluster.address), timeout=180)
     assert code == 2, out + err[-2000:]
-    (line,) = [ln for ln in out.splitlines() if ln.startswith("error:")]
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert "RAY_AUTH_TOKEN" in line and "refused" in line, line
     assert "Traceback" not in out + err and "InvalidAuthToken" not in err, err[-2000:]

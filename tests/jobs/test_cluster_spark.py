@@ -78,7 +78,7 @@ def test_pipeline_survives_losing_an_executor_then_a_worker(
     worker.kill()  # then the whole worker node
     code, out, err = finish(proc, timeout=400)
     if code != 0:  # a clear one-line failure is allowed; the rerun must then resume and finish
-        assert code == 2 and "error:" in out and "Traceback" not in out + err, out + err[-3000:]
+        assert code == 2 and "error:" in err and "Traceback" not in out + err, out + err[-3000:]
         code, out, err = finish(cli(env, *args))
     assert code == 0, out + err[-3000:]
     assert all(_dead(p) for p in (executor, worker))
@@ -95,8 +95,11 @@ def test_an_unreachable_master_is_one_line_and_exit_2(cluster_sources, tmp_path)
     )  # fmt: skip
     code, out, err = done
     assert code == 2, out + err
-    assert out.startswith("error: cannot reach the Spark master at spark://127.0.0.1:"), out
-    assert "EGOCURATE_SPARK_MASTER" in out and "Traceback" not in out + err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]  # errors go to stderr
+    assert len(lines) == 1, out + err
+    line = lines[0]
+    assert line.startswith("error: cannot reach the Spark master at spark://127.0.0.1:"), line
+    assert "EGOCURATE_SPARK_MASTER" in line and "Traceback" not in out + err
 
 
 def test_a_job_no_executor_can_take_ends_with_a_clear_error(spark_cluster, cluster_sources, tmp_path):
@@ -107,7 +110,7 @@ def test_a_job_no_executor_can_take_ends_with_a_clear_error(spark_cluster, clust
     start = time.perf_counter()
     code, out, err = finish(cli(env, *args), timeout=180)
     assert code == 2, out + err[-3000:]
-    (line,) = [ln for ln in out.splitlines() if ln.startswith("error:")]
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]  # errors go to stderr
     assert "made no progress in 5 s" in line and "rerun to resume" in line, line
     assert "Traceback" not in out + err
     assert time.perf_counter() - start < 120

@@ -46,6 +46,14 @@ MAX_ATTEMPTS = 3  # tries per batch when workers or nodes die under it
 IN_FLIGHT_PER_ACTOR = 2  # one running, one queued: an actor never waits for the driver
 
 
+def progress_timeout_hint() -> str:
+    """Where the progress limit comes from, first match wins (said in the timeout's error)."""
+    return (
+        "--progress-timeout, else EGOCURATE_PROGRESS_TIMEOUT, else the pipeline file's "
+        "ray/spark progress_timeout_s sets the limit"
+    )
+
+
 class _StageActor:
     """One worker of a stage: sets the stage up once, then runs batches (and prepares them if told)."""
 
@@ -369,7 +377,7 @@ class RayEngine:
                         f"({len(batches) - len(todo) - len(in_flight)}/{len(batches)} batches done; one "
                         f"worker needs {_describe(res)}, the cluster has cpus={free.get('CPU', 0):g} "
                         f"gpus={free.get('GPU', 0):g} free); committed work is kept, rerun to resume "
-                        "(EGOCURATE_PROGRESS_TIMEOUT sets the limit)"
+                        f"({progress_timeout_hint()})"
                     )
         finally:
             for actor in actors:
