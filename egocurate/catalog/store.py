@@ -26,6 +26,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.transaction import AddAction, CommitProperties, RemoveAction
 
 from egocurate.catalog import tables
+from egocurate.catalog.commit_base import CommitBase, DamagedLogError, foreign_adds, load_foreign
 from egocurate.catalog.log import LOG_DIR, damaged_versions
 from egocurate.catalog.tables import TableSpec
 from egocurate.storage import fsspec_options
@@ -198,6 +199,25 @@ def logged_paths(fs: fsspec.AbstractFileSystem, log_dir: str) -> set[str]:
                 if kind in data.column_names:
                     paths.update(p for p in data.column(kind).combine_chunks().field("path").to_pylist() if p)
     return {p.rsplit("/", 1)[-1] for p in paths}
+
+
+def _first_key_values(incoming: pa.Table, columns: Sequence[str]) -> pa.Array:
+    """The distinct non-null values of the first key column (list columns flattened)."""
+    first = incoming.column(columns[0])
+    if pa.types.is_list(first.type):
+        first = pc.list_flatten(first)
+    return pc.unique(first.drop_null())
+
+
+def _key_tuples(have: pa.Table, columns: Sequence[str]) -> set[tuple]:
+    out: set[tuple] = set()
+    for row in have.to_pylist():
+        vals = [row[c] for c in columns]
+        if isinstance(vals[0], list):  # a list column: each element counts as a present key
+            out.update((v, *vals[1:]) for v in vals[0])
+        else:
+            out.add(tuple(vals))
+    return out
 
 
 class NullKeyError(ValueError):
@@ -452,6 +472,43 @@ class Catalog:
                 out.update(v for v in col.to_pylist() if v is not None)
         return out
 
+    def values(self, name: str, column: str, filter: Any | None = None) -> pa.Array:
+        """Distinct non-null values of one column as an Arrow string array (list columns flattened).
+
+        What a rerun's anti-join reads: Arrow memory (~20 bytes a key), no Python object per key.
+        """
+        ds = self.dataset(name)
+        if ds is None or column not in ds.schema.names:
+            return pa.array([], pa.string())
+        with self.reading(name):
+            col = ds.to_table(columns=[column], filter=filter).column(0).combine_chunks()
+        if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+            col = pc.list_flatten(col)
+        return pc.unique(col.drop_null()).cast(pa.string())
+
+    def optimize(self, name: str, target_size: int | None = None) -> dict | None:
+        """Compact a table's small files in one commit of its own (Delta OPTIMIZE).
+
+        The rewritten files carry ``dataChange: false``: the rows do not change, so readers, the
+        ledger and racing writers' key checks are unaffected. Compare-and-swap like every commit:
+        built on version V, landing at V+1 or started again on the new version. Returns the
+        metrics, or None for an absent table.
+        """
+        for attempt in range(COMMIT_ATTEMPTS):
+            dt = self.table(name)
+            if dt is None:
+                return None
+            try:
+                return dt.optimize.compact(
+                    target_size=target_size,
+                    commit_properties=CommitProperties(
+                        custom_metadata={"egocurate.operation": "optimize"}, max_commit_retries=0
+                    ),
+                )
+            except CommitFailedError:
+                backoff(attempt)
+        raise CommitConflictError(f"table {name!r}: optimize lost the race {COMMIT_ATTEMPTS} times")
+
     def files(self, name: str, version: int | str | None = None) -> list[str]:
         """Absolute URIs of the Parquet files of the table's current (or given) version.
 
@@ -474,33 +531,69 @@ class Catalog:
         return int(self.version(spec.name))
 
     def append_unique(
-        self, spec: TableSpec, data: pa.Table, unique: Sequence[Sequence[str]], operation: str = "append"
+        self,
+        spec: TableSpec,
+        data: pa.Table,
+        unique: Sequence[Sequence[str]],
+        operation: str = "append",
+        base: CommitBase | None = None,
     ) -> int | None:
         """Append the rows of `data` whose `unique` keys the table does not hold yet (see commit_parts)."""
         if data.num_rows == 0:
             return None
-        self.ensure(spec)  # a table folder holding parts never lacks its log (see `lost_log`)
+        if base is None:
+            self.ensure(spec)  # a table folder holding parts never lacks its log (see `lost_log`)
         part = write_part(self.root, spec, tables.conform(data, spec), "commit", self.storage_options)
-        return self.commit_parts(spec, [part], operation=operation, unique=unique)
+        return self.commit_parts(spec, [part], operation=operation, unique=unique, base=base)
 
     def _present(self, dt: DeltaTable, incoming: pa.Table, columns: Sequence[str]) -> set[tuple]:
-        """Key tuples (`columns`) of `incoming` that the loaded version of `dt` already holds."""
-        first = incoming.column(columns[0])
-        if pa.types.is_list(first.type):
-            first = pc.list_flatten(first)
-        values = pc.unique(first.drop_null())
+        """Key tuples (`columns`) of `incoming` that the loaded version of `dt` already holds.
+
+        Reads the key column of every data file: what a commit without a base costs (see
+        :class:`~egocurate.catalog.commit_base.CommitBase` for the commit whose cost does not grow).
+        """
+        values = _first_key_values(incoming, columns)
         if len(values) == 0:
             return set()
-        ds = dt.to_pyarrow_dataset()
-        have = ds.to_table(columns=list(columns), filter=pc.field(columns[0]).isin(values))
-        out: set[tuple] = set()
-        for row in have.to_pylist():
-            vals = [row[c] for c in columns]
-            if isinstance(vals[0], list):  # a list column: each element counts as a present key
-                out.update((v, *vals[1:]) for v in vals[0])
-            else:
-                out.add(tuple(vals))
+        have = dt.to_pyarrow_dataset().to_table(
+            columns=list(columns), filter=pc.field(columns[0]).isin(values)
+        )
+        return _key_tuples(have, columns)
+
+    def _present_since(
+        self, base: CommitBase, incoming: pa.Table, unique: list[tuple[str, ...]]
+    ) -> list[set[tuple]]:
+        """Per unique tuple, the incoming keys that files others added since the base hold."""
+        dt = base.dt
+        fs, log_dir = self._log_dir(base.table)
+        try:
+            paths = foreign_adds(fs, log_dir, base, int(dt.version()))
+        except DamagedLogError as exc:
+            raise CatalogReadError(base.table, self.root, dt.version(), exc) from exc
+        columns = list(dict.fromkeys(c for cols in unique for c in cols))
+        tfs, root = filesystem(self.uri(base.table), self.storage_options)
+        load_foreign(tfs, root, base, paths, columns)
+        out = []
+        for cols in unique:
+            pieces = [t.select(list(cols)) for t in base.foreign if all(c in t.column_names for c in cols)]
+            values = _first_key_values(incoming, cols)
+            if not pieces or len(values) == 0:
+                out.append(set())
+                continue
+            have = pa.concat_tables(pieces, promote_options="default")
+            if not pa.types.is_list(have.schema.field(cols[0]).type):
+                have = have.filter(pc.is_in(have.column(cols[0]), value_set=values))
+            out.append(_key_tuples(have, cols))
         return out
+
+    def commit_base(self, name: str, fixed: dict[str, str] | None = None) -> CommitBase:
+        """A base for a writer whose plan was checked against the table's current version (call it
+        before the anti-join reads the table); `fixed` names columns whose value the writer's rows
+        all share (the ledger's `stage`), so files of other values are never read."""
+        dt = self.table(name)
+        if dt is None:
+            raise CatalogReadError(name, self.root, None, "a commit base needs the table to exist")
+        return CommitBase(name, int(dt.version()), dict(fixed or {}), dt=dt)
 
     @staticmethod
     def _keep_mask(data: pa.Table, unique: Sequence[Sequence[str]], present: list[set[tuple]]) -> list[bool]:
@@ -532,8 +625,13 @@ class Catalog:
         parts: Iterable[PartFile],
         operation: str = "stage",
         unique: Sequence[Sequence[str]] | None = None,
+        base: CommitBase | None = None,
     ) -> int | None:
         """Make worker-written Parquet parts visible in a single Delta transaction, idempotent by key.
+
+        With a `base` (a driver whose plan anti-joined its input at the base's version), the keys
+        are checked only against files others added since (a cost independent of the table's size);
+        without one, against the whole table.
 
         Concurrency-safe without any lock: each attempt loads the latest version V, drops rows whose
         `unique` keys (default: the table's key) V already holds, or whose first key repeats within
@@ -553,10 +651,13 @@ class Catalog:
                 pieces.append((part, tables.conform(pq.read_table(fh), spec)))
         incoming = pa.concat_tables([t for _, t in pieces])
         _refuse_null_keys(spec.name, incoming, unique[0])
-        self.ensure(spec)
+        if base is None:
+            self.ensure(spec)
         written: list[str] = []
         referenced: set[str] = set()
-        version = self._commit_unique(spec, pieces, incoming, unique, operation, written, referenced)
+        version = self._commit_unique(spec, pieces, incoming, unique, operation, written, referenced, base)
+        if base is not None:
+            base.own.update(referenced)
         # Parts this commit did not reference (rows already present, filtered copies of a lost
         # attempt) can never become visible: delete them now rather than leave orphans. Only after
         # a clear outcome: after an error the commit may have landed, so they stay for the grace.
@@ -580,12 +681,18 @@ class Catalog:
         operation: str,
         written: list[str],
         referenced: set[str],
+        base: CommitBase | None = None,
     ) -> int | None:
         """The compare-and-swap loop of :meth:`commit_parts`; fills `written` and `referenced`."""
         for attempt in range(COMMIT_ATTEMPTS):
-            dt = self.table(spec.name)
-            assert dt is not None
-            present = [self._present(dt, incoming, cols) for cols in unique]
+            if base is None:
+                dt = self.table(spec.name)
+                assert dt is not None
+                present = [self._present(dt, incoming, cols) for cols in unique]
+            else:
+                dt = base.dt
+                dt.update_incremental()  # only the log entries since it was last loaded
+                present = self._present_since(base, incoming, unique)
             actions = []
             now_ms = int(time.time() * 1000)
             offset = 0
@@ -611,7 +718,7 @@ class Catalog:
                 )
             if not actions:
                 return None
-            base = int(dt.version())
+            read_version = int(dt.version())
             try:
                 dt.create_write_transaction(
                     actions,
@@ -626,7 +733,7 @@ class Catalog:
                 backoff(attempt)
                 continue
             referenced.update(a.path for a in actions)
-            return base + 1
+            return read_version + 1
         raise CommitConflictError(
             f"table {spec.name!r}: commit lost the race {COMMIT_ATTEMPTS} times; too many writers at once?"
         )

@@ -102,6 +102,31 @@ def catalog_vacuum(
         console.print(f"  {path}")
 
 
+@app.command("optimize")
+def catalog_optimize(
+    catalog: CatalogOption,
+    table: Annotated[str | None, typer.Argument(help="One table (default: every table).")] = None,
+) -> None:
+    """Compact small files (Delta OPTIMIZE) as a commit of its own; rows do not change.
+
+    Safe beside running jobs: it is compare-and-swap like every commit, and its files carry
+    `dataChange: false`, so racing writers' key checks skip them. Runs also compact on their own
+    every EGOCURATE_OPTIMIZE_EVERY commits (default 100). `catalog vacuum` deletes the replaced files
+    once they are older than the retention.
+    """
+    cat = Catalog(catalog, create=False)
+    names = [table] if table else cat.tables()
+    for name in names:
+        if name not in cat.tables():
+            fail(f"no table {name!r} in {cat.root}; tables: {', '.join(cat.tables()) or '(none)'}")
+        metrics = cat.optimize(name) or {}
+        console.print(
+            f"{name}: {metrics.get('numFilesRemoved', 0)} file(s) compacted into "
+            f"{metrics.get('numFilesAdded', 0)}",
+            highlight=False,
+        )
+
+
 def _outputs_for(stages):
     """Output tables of the stages the ledger names (so `check` can match ledger rows to output)."""
     from egocurate.jobs.registry import stage_outputs

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from egocurate.catalog import tables
+from egocurate.catalog.commit_base import CommitBase
 from egocurate.catalog.store import Catalog, PartFile
 from egocurate.jobs.fused import FusedStage, todo_column
 from egocurate.jobs.stage import Stage
@@ -34,18 +35,21 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def done_keys(stage: Stage, catalog: Catalog) -> tuple[set[str], set[str]]:
-    """(ledgered keys, keys done but not ledgered) for this stage.
+def done_keys(stage: Stage, catalog: Catalog) -> tuple[pa.Array, pa.Array]:
+    """(ledgered keys, keys done but not ledgered) for this stage, as Arrow string arrays.
 
     A key is done when the ledger has it, or when the stage's own table or the quarantine already
     holds it: a run killed between committing output and committing the ledger leaves the latter.
+    Arrow arrays, not Python sets: ~20 bytes a key, so a rerun over 16M keys stays in bounded
+    memory and time.
     """
-    ledgered = catalog.distinct(tables.LEDGER.name, "key", filter=pc.field("stage") == stage.name)
-    unledgered: set[str] = set()
-    for column in stage.done_columns():
-        unledgered |= catalog.distinct(stage.output_table, column)
-    unledgered |= catalog.distinct(tables.QUARANTINE.name, "key", filter=pc.field("stage") == stage.name)
-    return ledgered, unledgered - ledgered
+    mine = pc.field("stage") == stage.name
+    ledgered = catalog.values(tables.LEDGER.name, "key", filter=mine)
+    found = [catalog.values(stage.output_table, column) for column in stage.done_columns()]
+    found.append(catalog.values(tables.QUARANTINE.name, "key", filter=mine))
+    found_all = pc.unique(pa.concat_arrays(found))
+    unledgered = found_all.filter(pc.invert(pc.is_in(found_all, value_set=ledgered)))
+    return ledgered, unledgered
 
 
 # Ledger and quarantine rows are unique per (stage, key): a key two racing runs both finished is
@@ -83,20 +87,19 @@ def pending_rows(stage: Stage, catalog: Catalog, rows: pa.Table, run_id: str = "
     if rows.num_rows == 0:
         return rows
     ledgered, unledgered = done_keys(stage, catalog)
-    done = ledgered | unledgered
-    if not done:
+    if len(ledgered) + len(unledgered) == 0:
         return rows
-    keys = rows.column(stage.input_key).cast(pa.string())
-    repair = sorted(set(keys.to_pylist()) & unledgered)
-    if repair:
+    keys = rows.column(stage.input_key).cast(pa.string()).combine_chunks()
+    repair = pc.unique(keys.filter(pc.is_in(keys, value_set=unledgered)))
+    if len(repair):
         catalog.append_unique(
             tables.LEDGER,
-            _ledger_rows(stage, repair, run_id),
+            _ledger_rows(stage, sorted(repair.to_pylist()), run_id),
             unique=LEDGER_KEY,
             operation=f"ledger-repair:{stage.name}",
         )
-    mask = pc.invert(pc.is_in(keys, value_set=pa.array(sorted(done), pa.string())))
-    return rows.filter(mask)
+    done = pa.concat_arrays([ledgered, unledgered])
+    return rows.filter(pc.invert(pc.is_in(keys, value_set=done)))
 
 
 def _parts(manifest: pa.Table) -> list[PartFile]:
@@ -109,11 +112,21 @@ def _parts(manifest: pa.Table) -> list[PartFile]:
 class _Committer:
     """Collects manifests and commits them: output parts, quarantine parts, then the ledger."""
 
-    def __init__(self, stage: Stage, catalog: Catalog, run_id: str, summary: StageSummary):
+    def __init__(
+        self,
+        stage: Stage,
+        catalog: Catalog,
+        run_id: str,
+        summary: StageSummary,
+        bases: dict[str, CommitBase] | None = None,
+        optimize_every: int = 0,
+    ):
         self.stage, self.catalog, self.run_id, self.summary = stage, catalog, run_id, summary
         self.spec = tables.spec_for(stage.output_table)
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
+        self.bases = bases or {}  # table -> what this run's plan was checked against
+        self.optimize_every = optimize_every
 
     @staticmethod
     def _part_keys(manifest: pa.Table, part: PartFile) -> list[str]:
@@ -130,7 +143,13 @@ class _Committer:
         # already holds are dropped at commit time, so a racing writer's copy is never doubled.
         unique = [(self.spec.key,), *((c,) for c in self.stage.done_columns() if c != self.spec.key)]
         if not self.stage.merges_duplicates:
-            version = self.catalog.commit_parts(self.spec, parts, operation=self.stage.name, unique=unique)
+            version = self.catalog.commit_parts(
+                self.spec,
+                parts,
+                operation=self.stage.name,
+                unique=unique,
+                base=self.bases.get(self.spec.name),
+            )
         else:
             # Stages whose output key is not their input key (many uris -> one video) may collide
             # with rows already committed; those fold into the existing row (a keyed overwrite,
@@ -156,8 +175,9 @@ class _Committer:
         self._commit_output(output_parts)
         if quarantine_parts:
             version = self.catalog.commit_parts(
-                tables.QUARANTINE, quarantine_parts, operation=self.stage.name, unique=QUARANTINE_KEY
-            )
+                tables.QUARANTINE, quarantine_parts, operation=self.stage.name, unique=QUARANTINE_KEY,
+                base=self.bases.get(tables.QUARANTINE.name),
+            )  # fmt: skip
             self.summary.versions[tables.QUARANTINE.name] = int(version or 0)
         bookkeeping = manifest.filter(pc.equal(manifest.column("table"), ""))
         keys = pc.list_flatten(bookkeeping.column("keys")).to_pylist()
@@ -169,13 +189,22 @@ class _Committer:
         ledger = _ledger_rows(self.stage, keys, self.run_id, out_counts, quarantined_keys)
         self.summary.no_output += len(set(keys) - set(out_counts) - quarantined_keys)
         self.catalog.append_unique(
-            tables.LEDGER, ledger, unique=LEDGER_KEY, operation=f"ledger:{self.stage.name}"
-        )
+            tables.LEDGER, ledger, unique=LEDGER_KEY, operation=f"ledger:{self.stage.name}",
+            base=self.bases.get(tables.LEDGER.name),
+        )  # fmt: skip
         self.summary.rows_out += sum(p.num_rows for p in output_parts)
         self.summary.quarantined += sum(p.num_rows for p in quarantine_parts)
         self.summary.video_seconds += float(pc.sum(bookkeeping.column("video_seconds")).as_py() or 0.0)
         self.summary.worker_seconds += float(pc.sum(bookkeeping.column("worker_seconds")).as_py() or 0.0)
         self.summary.commits += 1
+        if self.optimize_every and self.summary.commits % self.optimize_every == 0:
+            self.compact()
+
+    def compact(self) -> None:
+        """Compact the stage's table and the ledger (a commit of their own; rows unchanged), so
+        the file count, and with it the cost of loading a snapshot, stays bounded."""
+        for name in (self.spec.name, tables.LEDGER.name):
+            self.catalog.optimize(name)
 
 
 def check_inputs(stage: Stage, rows: pa.Table) -> None:
@@ -193,6 +222,30 @@ def ensure_tables(catalog: Catalog, names: tuple[str, ...]) -> None:
     that holds parts but no log reads as a table that lost its log (`Catalog.lost_log`)."""
     for name in (*names, tables.QUARANTINE.name, tables.LEDGER.name):
         catalog.ensure(tables.spec_for(name))
+
+
+def commit_bases(catalog: Catalog, stage: Stage) -> dict[str, CommitBase]:
+    """What the stage's commits check keys against: the versions its anti-join is about to read.
+
+    Taken before the anti-join, so any key committed after it is in a file the commits will read.
+    Merging stages (ingest's fold) commit by keyed overwrite and need no base for their table.
+    """
+    fixed = {"stage": stage.name}
+    bases = {
+        tables.LEDGER.name: catalog.commit_base(tables.LEDGER.name, fixed),
+        tables.QUARANTINE.name: catalog.commit_base(tables.QUARANTINE.name, fixed),
+    }
+    if not stage.merges_duplicates:
+        bases[stage.output_table] = catalog.commit_base(stage.output_table)
+    return bases
+
+
+OPTIMIZE_EVERY = 100  # commits of one stage between compactions of its table and the ledger
+
+
+def optimize_every() -> int:
+    """Commits between automatic compactions (``EGOCURATE_OPTIMIZE_EVERY``; 0 turns them off)."""
+    return int(os.environ.get("EGOCURATE_OPTIMIZE_EVERY", OPTIMIZE_EVERY))
 
 
 ORPHAN_GRACE_S = 3600.0
@@ -258,11 +311,12 @@ def run_stage(
     start = time.perf_counter()
     remove_orphans(catalog, (stage.output_table, tables.QUARANTINE.name))
     run_id = run_id or uuid.uuid4().hex[:12]
+    bases = commit_bases(catalog, stage)  # before the anti-join reads the tables
     todo = pending_rows(stage, catalog, rows, run_id)
     summary.rows_in = todo.num_rows
     summary.rows_skipped = rows.num_rows - todo.num_rows
     if todo.num_rows:
-        committers = [_Committer(stage, catalog, run_id, summary)]
+        committers = [_Committer(stage, catalog, run_id, summary, bases, optimize_every())]
         _drive(engine, stage, todo, catalog, committers, commit_every, progress)
     summary.seconds = time.perf_counter() - start
     return summary
@@ -290,6 +344,7 @@ def run_fused(
     for member in fused.members:
         check_inputs(member, rows)
         ensure_tables(catalog, (member.output_table,))
+        bases = commit_bases(catalog, member)
         todo = pending_rows(member, catalog, rows, run_id)
         summary = StageSummary(
             stage=member.name, engine=f"{engine.name} (fused)", no_output_note=member.no_output_note()
@@ -297,7 +352,7 @@ def run_fused(
         summary.rows_in, summary.rows_skipped = todo.num_rows, rows.num_rows - todo.num_rows
         flags[member.name] = pc.is_in(rows.column(key), value_set=todo.column(key).combine_chunks())
         summaries.append(summary)
-        committers.append(_Committer(member, catalog, run_id, summary))
+        committers.append(_Committer(member, catalog, run_id, summary, bases, optimize_every()))
     for member in fused.members:
         rows = rows.append_column(todo_column(member.name), flags[member.name])
     any_todo = flags[fused.members[0].name]
