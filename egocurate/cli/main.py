@@ -9,6 +9,7 @@ too. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Annotated
 
@@ -85,7 +86,23 @@ def user_error(exc: BaseException) -> str | None:
         return f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
     if "DeltaError" in names or "DeltaProtocolError" in names:
         return f"Delta table error: {' '.join(str(exc).split())}"
-    return None
+    return table_scan_error(exc)
+
+
+# DuckDB's words when scanning a registered catalog table fails (a lost file, an uncastable value).
+_SCAN_FAILED = re.compile(r"reading the stream registered as '([^']+)' failed: (.*)", re.S)
+
+
+def table_scan_error(exc: BaseException) -> str | None:
+    """A SQL read of a catalog table whose files cannot be read, as one line naming the table."""
+    if not type(exc).__module__.startswith("duckdb") and "duckdb" not in type(exc).__module__:
+        return None
+    found = _SCAN_FAILED.search(str(exc))
+    if found is None:
+        return None
+    table, cause = found.group(1), " ".join(found.group(2).split())
+    return (f"table {table!r} cannot be read: {cause}; run `egocurate catalog check` and "
+            f"`egocurate catalog repair`")  # fmt: skip
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -281,3 +281,25 @@ def test_two_repairs_at_once_do_the_work_once_and_move_no_valid_commit_aside(tmp
     assert _cli("catalog", "check", "-c", str(root))[0] == 0
     for table in KEYS:
         assert _keys(Catalog(root), table) == pristine["keys"][table], table
+
+
+@pytest.mark.parametrize("command", ["query", "export", "shards", "stats", "report"])
+def test_a_lost_data_file_is_one_error_line_in_every_command_that_reads_it(tmp_path, pristine, command):
+    root = tmp_path / "catalog"
+    shutil.copytree(pristine["catalog"], root)
+    _inject(root, "clips", "lost_file")
+    out_dir = tmp_path / "out"
+    args = {
+        "query": ("query", "-c", str(root), "--out", str(tmp_path / "m.jsonl")),
+        "export": ("export", "dreamdojo", "-c", str(root), "--out", str(out_dir), "--query",
+                   "SELECT clip_id FROM clip_view"),
+        "shards": ("shards", "write", "-c", str(root), "--out", str(out_dir), "--query",
+                   "SELECT clip_id FROM clip_view"),
+        "stats": ("stats", "-c", str(root)),
+        "report": ("report", "-c", str(root), "--out", str(tmp_path / "r.html")),
+    }[command]  # fmt: skip
+    code, out = _cli(*args)
+    assert code == 2, out
+    lines = [line for line in out.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "clips" in lines[0], out
+    assert not out_dir.exists() or not any(out_dir.rglob("*.mp4")) and not any(out_dir.rglob("*.parquet"))
