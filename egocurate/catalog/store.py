@@ -244,6 +244,13 @@ class Catalog:
         self.root = _normalise_root(root)
         self.storage_options = dict(storage_options or {})
         if "://" in self.root:
+            if not create:  # read-only commands: a missing bucket or prefix is no catalog, never empty
+                fs, path = filesystem(self.root, self.storage_options)
+                if not fs.exists(path):
+                    bucket = path.split("/", 1)[0]
+                    if bucket != path and not fs.exists(bucket):
+                        raise CatalogPathError(f"bucket {bucket!r} does not exist: {self.root}")
+                    raise CatalogPathError(f"no catalog at {self.root}; check --catalog, or ingest first")
             return
         if os.path.exists(self.root) and not os.path.isdir(self.root):
             raise CatalogPathError(f"catalog path {self.root} is a file, not a folder; pass a folder")

@@ -51,8 +51,16 @@ def train_command(
     if where:
         import duckdb
 
-        rows = duckdb.sql(f"SELECT * FROM rows WHERE {where}").arrow()
-        rows = rows.read_all() if hasattr(rows, "read_all") else rows
+        from egocurate.catalog.query import READ_ONLY_CONFIG
+
+        con = duckdb.connect(config=READ_ONLY_CONFIG)  # --where reads `rows`; it never writes a file
+        con.register("rows", rows)
+        try:
+            rows = con.sql(f"SELECT * FROM rows WHERE {where}").to_arrow_table()
+        except duckdb.Error as exc:
+            fail(f"--where: {exc}")
+        finally:
+            con.close()
     rows = [r for r in rows.to_pylist() if r.get("uri")]
     if not rows:
         fail(f"no clips in {catalog}: run the ingest and clips stages first")
