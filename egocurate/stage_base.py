@@ -59,7 +59,9 @@ class BaseStage:
     - ``frame_plan``: for stages that decode clip frames: which file, frames and size a row needs
       (a ``media.decode.FramePlan``). Stages that declare it can share one decode of each clip
       (``jobs.fused``); their ``process`` then finds the frames already decoded in the row (see
-      ``media.decode.frames_of``) and decodes for itself only when they are absent.
+      ``media.decode.frames_of``) and decodes for itself only when they are absent, with
+      ``media.decode.read_plan`` of the same plan: the frames, and so the values, are the same to
+      the bit either way.
     """
 
     name: ClassVar[str]

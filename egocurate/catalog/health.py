@@ -21,7 +21,6 @@ table (not the payload columns), so it grows with rows and files, never with his
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -36,7 +35,6 @@ from egocurate.catalog.store import (
     Catalog,
     CatalogReadError,
     filesystem,
-    logged_paths,
 )
 
 # Tables whose rows are unique per several columns (one row per stage and input key).
@@ -225,20 +223,7 @@ def _read_keys(catalog: Catalog, state: TableState, columns: list[str]) -> pa.Ta
 
 def orphan_files(catalog: Catalog, name: str, older_than_s: float) -> list[str]:
     """Parquet parts in a table folder that no log entry ever referenced, older than the grace."""
-    fs, root = filesystem(catalog.uri(name), catalog.storage_options)
-    referenced = logged_paths(fs, f"{root}/{LOG_DIR}")
-    now, out = time.time(), []
-    for info in fs.ls(root, detail=True):
-        base = info["name"].rstrip("/").rsplit("/", 1)[-1]
-        if info.get("type") != "file" or not base.endswith(".parquet") or base in referenced:
-            continue
-        mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
-        if mtime is None:
-            continue
-        mtime = mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime)
-        if now - mtime > older_than_s:
-            out.append(base)
-    return out
+    return catalog.orphan_parts(name, older_than_s)
 
 
 def inspect_table(

@@ -145,6 +145,12 @@ def write_part(
     return PartFile(table=spec.name, path=name, size=int(size), num_rows=table.num_rows)
 
 
+def _add_action(part: PartFile, data: pa.Table, now_ms: int) -> AddAction:
+    """The log action that makes a written part visible, with its column statistics."""
+    return AddAction(path=part.path, size=part.size, partition_values={}, modification_time=now_ms,
+                     data_change=True, stats=_column_stats(data))  # fmt: skip
+
+
 def _add_paths_and_sizes(dt: DeltaTable) -> tuple[list[str], list[int]]:
     """Paths (relative to the table) and sizes of the data files of the loaded version."""
     actions = pa.table(dt.get_add_actions(flatten=True))
@@ -713,16 +719,7 @@ class Catalog:
                     data = data.filter(pa.array(mask))
                     part = write_part(self.root, spec, data, "dedup", self.storage_options)
                     written.append(part.path)
-                actions.append(
-                    AddAction(
-                        path=part.path,
-                        size=part.size,
-                        partition_values={},
-                        modification_time=now_ms,
-                        data_change=True,
-                        stats=_column_stats(data),
-                    )
-                )
+                actions.append(_add_action(part, data, now_ms))
             if not actions:
                 return None
             read_version = int(dt.version())
@@ -869,16 +866,7 @@ class Catalog:
                 rows = tables.conform(rows, spec)
                 part = write_part(self.root, spec, rows, "rewrite", self.storage_options)
                 written.append(part.path)
-                actions.append(
-                    AddAction(
-                        path=part.path,
-                        size=part.size,
-                        partition_values={},
-                        modification_time=now_ms,
-                        data_change=True,
-                        stats=_column_stats(rows),
-                    )  # fmt: skip
-                )
+                actions.append(_add_action(part, rows, now_ms))
             base = int(dt.version())
             try:
                 dt.create_write_transaction(
@@ -926,8 +914,17 @@ class Catalog:
         if dt is None:
             return []
         fs, root = filesystem(self.uri(name), self.storage_options)
-        referenced = logged_paths(fs, f"{root}/_delta_log")
-        now, removed = time.time(), []
+        removed = []
+        for path in self.orphan_parts(name, older_than_s):
+            fs.rm_file(f"{root}/{path}")
+            removed.append(path)
+        return removed
+
+    def orphan_parts(self, name: str, older_than_s: float) -> list[str]:
+        """Parquet parts in a table folder that no log entry ever referenced, older than `older_than_s`."""
+        fs, root = filesystem(self.uri(name), self.storage_options)
+        referenced = logged_paths(fs, f"{root}/{LOG_DIR}")
+        now, out = time.time(), []
         for info in fs.ls(root, detail=True):
             base = info["name"].rstrip("/").rsplit("/", 1)[-1]
             if info.get("type") != "file" or not base.endswith(".parquet") or base in referenced:
@@ -937,9 +934,8 @@ class Catalog:
                 continue
             mtime = mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime)
             if now - mtime > older_than_s:
-                fs.rm_file(info["name"])
-                removed.append(base)
-        return removed
+                out.append(base)
+        return out
 
     def vacuum(self, name: str, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
         """Delete files no version references: replaced files and orphan parts of killed runs.

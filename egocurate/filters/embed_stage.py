@@ -19,7 +19,7 @@ from egocurate.media.decode import (
     FrameRequest,
     attach_frames,
     frames_of,
-    read_frames,
+    read_plan,
     sample_indices,
 )
 from egocurate.stage_base import BaseStage, Resources
@@ -166,10 +166,11 @@ class EmbedStage(BaseStage):
         return self._plan(source) if source.num_frames >= 1 else None
 
     def clip_frames(self, source: ClipSource) -> np.ndarray:
-        """K evenly spaced frames of the clip, resized (short side) and centre-cropped for the model."""
-        plan = self._plan(source)
-        frames = read_frames(plan.uri, list(plan.request.indices), plan.request.size, rotation=plan.rotation)
-        return self._fit(frames)
+        """K evenly spaced frames of the clip, resized (short side) and centre-cropped for the model.
+
+        Decoded by ``media.decode.read_plan``: the same frames a decode shared with other stages gives.
+        """
+        return self._fit(read_plan(self._plan(source)))
 
     def _decode(self, row: dict) -> tuple[np.ndarray | None, str | None, str | None]:
         """(frames, error kind, error message) of one clip."""

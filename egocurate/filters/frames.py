@@ -14,7 +14,7 @@ from typing import Any
 @dataclass(frozen=True)
 class ClipSource:
     """The file to decode, the clip's frame range inside it ([start, end), end exclusive), and the
-    upright size and display rotation (``media.decode.read_frames`` turns frames upright)."""
+    upright size and display rotation (``media.decode.read_plan`` turns frames upright)."""
 
     uri: str
     start: int

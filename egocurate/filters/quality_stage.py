@@ -9,15 +9,8 @@ import pyarrow as pa
 
 from egocurate.catalog import tables
 from egocurate.filters.frames import clip_source
-from egocurate.filters.quality import (
-    MotionMethod,
-    QualitySettings,
-    decode_for_quality,
-    quality_plan,
-    score_frames,
-    split_windows,
-)
-from egocurate.media.decode import FramePlan, frames_of
+from egocurate.filters.quality import MotionMethod, QualitySettings, quality_plan, score_frames, split_windows
+from egocurate.media.decode import FramePlan, frames_of, read_plan
 from egocurate.stage_base import BaseStage, Resources
 
 PASS_THROUGH = ("clip_id", "video_id", "duration_s", "fps", "width", "height")
@@ -29,7 +22,7 @@ class QualityStage(BaseStage):
     name = "quality"
     input_key = "clip_id"
     output_table = tables.CLIP_QUALITY.name
-    reads = ('uri', 'start_frame', 'end_frame')
+    reads = ("uri", "start_frame", "end_frame")
 
     def __init__(
         self,
@@ -84,12 +77,9 @@ class QualityStage(BaseStage):
             message = f"clip has {source.num_frames} frame(s); quality needs at least 2"
             return {**out, tables.ERROR_KIND: tables.TOO_SHORT, tables.ERROR_MESSAGE: message}
         try:
-            shared = frames_of(row)
-            if shared is not None:  # decoded once for several stages (jobs.fused)
-                _, lengths, dt = quality_plan(source, self.settings)
-                windows = split_windows(shared, lengths, self.settings)
-            else:
-                windows, dt = decode_for_quality(source, self.settings)
+            plan, lengths, dt = quality_plan(source, self.settings)
+            shared = frames_of(row)  # decoded once for several stages (jobs.fused): the same frames
+            windows = split_windows(read_plan(plan) if shared is None else shared, lengths, self.settings)
         except Exception as exc:  # decord raises its own error types for broken files
             message = f"{type(exc).__name__}: {exc}"[:2000]
             return {**out, tables.ERROR_KIND: tables.DECODE_ERROR, tables.ERROR_MESSAGE: message}

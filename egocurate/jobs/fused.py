@@ -3,8 +3,11 @@
 Quality, embedding and latent actions all read frames of the same clips, each at its own rate and
 size. Run one after another, each decodes every clip again. A :class:`FusedStage` runs them as one
 engine pass instead: its ``prepare`` step asks every member for its :class:`FramePlan`, decodes the
-union of the frames once per clip at the largest size (``media.decode.decode_plans``), and hands
-each member its own frames; then each member's ``process`` runs on the rows it still has to do.
+union of the frames once per clip (``media.decode.decode_plans``: each decoded picture is scaled
+straight to each member's size), and hands each member its own frames; then each member's
+``process`` runs on the rows it still has to do. A member's frames are bit-identical to those it
+decodes alone (``media.decode.read_plan``), so what it writes never depends on whether, or with which
+other stages, it ran fused.
 
 Each member still owns its table, its quarantine rows and its ledger: the worker writes one set of
 manifest rows per member (``jobs.worker``), and the driver commits them per member (``jobs.driver``),

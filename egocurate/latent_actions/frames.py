@@ -1,7 +1,9 @@
 """Frames for the latent-action and tokenizer stages: decode, centre-crop to the model's aspect, resize.
 
-Frames are decoded at the smallest size that still covers the model's input after cropping (decord
-scales while decoding), so a 1080p clip is never decoded at full size for a 240×320 model.
+Frames are decoded at the smallest size that still covers the model's input after cropping (the
+decoder's scaler outputs that size), so a 1080p clip is never converted at full size for a 240×320
+model. Every read goes through ``media.decode.read_plan`` with the plan of :func:`model_plan`, so the
+frames are the same whether a stage decodes alone or shares one decode with others (``jobs.fused``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from egocurate.media.crop import cover_size, crop_resize
-from egocurate.media.decode import read_frames
+from egocurate.media.decode import FramePlan, FrameRequest, read_plan
 
 
 def strided_indices(start_frame: int, end_frame: int, stride: int) -> list[int]:
@@ -26,6 +28,22 @@ def stride_for(fps: float | None, stride: int, target_fps: float | None) -> int:
     return max(1, int(stride))
 
 
+def model_plan(
+    uri: str,
+    indices: Sequence[int],
+    out_hw: tuple[int, int],
+    source_size: tuple[int | None, int | None] = (None, None),
+    rotation: int = 0,
+) -> FramePlan:
+    """What to decode for model frames at `indices`: upright frames just covering `out_hw` = (H, W)."""
+    width, height = source_size
+    rotation = int(rotation or 0)
+    if rotation % 180 == 90:  # the stored size is sideways; crop and resize the upright frame
+        width, height = height, width
+    size = cover_size(width, height, out_hw[1], out_hw[0])
+    return FramePlan(uri, FrameRequest(indices=tuple(int(i) for i in indices), size=size), rotation)
+
+
 def read_model_frames(
     uri: str,
     indices: Sequence[int],
@@ -34,11 +52,7 @@ def read_model_frames(
     rotation: int = 0,
 ) -> np.ndarray:
     """uint8 frames (N, H, W, 3) at `indices`, upright, centre-cropped and resized to `out_hw` = (H, W)."""
-    width, height = source_size
-    if int(rotation or 0) % 180 == 90:  # the stored size is sideways; crop and resize the upright frame
-        width, height = height, width
-    size = cover_size(width, height, out_hw[1], out_hw[0])
-    frames = read_frames(uri, list(indices), size, rotation=int(rotation or 0))
+    frames = read_plan(model_plan(uri, indices, out_hw, source_size, rotation))
     if len(frames) != len(indices):
         raise ValueError(f"decoded {len(frames)} frames, expected {len(indices)}")
     return crop_resize(frames, out_hw[1], out_hw[0])

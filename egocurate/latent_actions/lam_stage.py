@@ -33,21 +33,15 @@ from egocurate.latent_actions.common import (
     pick_dtype,
 )
 from egocurate.latent_actions.frames import (
+    model_plan,
     pair_chunks,
     pairs_to_tensor,
     read_model_frames,
     stride_for,
     strided_indices,
 )
-from egocurate.media.crop import cover_size, crop_resize
-from egocurate.media.decode import (
-    FRAMES_COLUMN,
-    FRAMES_SHAPE_COLUMN,
-    FramePlan,
-    FrameRequest,
-    frames_columns,
-    frames_of,
-)
+from egocurate.media.crop import crop_resize
+from egocurate.media.decode import FRAMES_COLUMN, FRAMES_SHAPE_COLUMN, FramePlan, frames_columns, frames_of
 from egocurate.stage_base import BaseStage, Resources
 
 PASS_THROUGH = (("uri", pa.string()), ("duration_s", pa.float64()))
@@ -59,7 +53,7 @@ class LatentActionStage(BaseStage):
     name = "latent_actions"
     input_key = "clip_id"
     output_table = tables.CLIP_LATENTS.name
-    reads = ('uri', 'start_frame', 'end_frame')
+    reads = ("uri", "start_frame", "end_frame")
     has_prepare = True
 
     def __init__(
@@ -209,12 +203,8 @@ class LatentActionStage(BaseStage):
     def frame_plan(self, row: dict) -> FramePlan | None:
         if self._check(row) is not None:
             return None  # process reports the row
-        width, height = self._source_size(row)
         rotation = int(row.get("rotation") or 0)
-        if rotation % 180 == 90:  # the stored size is sideways; the plan is for the upright frame
-            width, height = height, width
-        size = cover_size(width, height, self.out_hw[1], self.out_hw[0])
-        return FramePlan(row["uri"], FrameRequest(indices=tuple(self._indices(row)), size=size), rotation)
+        return model_plan(row["uri"], self._indices(row), self.out_hw, self._source_size(row), rotation)
 
     # ------------------------------------------------------------------ the stage
     def process(self, batch: pa.Table) -> pa.Table:

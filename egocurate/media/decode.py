@@ -7,7 +7,9 @@ This is the one place that decodes video (DESIGN.md, performance stance):
   URLs, codecs its bundled FFmpeg lacks, files it trips over). :func:`iter_frames` bounds memory by
   yielding fixed-size batches, whatever the clip length.
 - :func:`indices_at_fps`: the frames of a range resampled to a target frame rate (VFR-aware).
-- :func:`decode_shared`: one decode of a clip feeds several consumers, each at its own size and rate.
+- :func:`decode_shared` / :func:`decode_plans` / :func:`read_plan`: one decode of a clip feeds several
+  consumers, each at its own size and rate, and each gets exactly the frames it gets decoding alone
+  (every frame is scaled by swscale straight from the decoded picture to each requested size).
 - The sequential low-cost pass for shot detectors lives in :mod:`egocurate.media.scan`.
 
 Sizes are ``(width, height)`` of the output. ``rotation`` is the display rotation in degrees
@@ -35,6 +37,9 @@ MAX_BATCH_FRAMES = 64  # frames per decoded batch in iter_frames (memory bound, 
 _READER_CACHE_SIZE = 2  # open readers kept per process, so clips of one video do not reopen it
 
 SKIP_FRAME = {"none": "DEFAULT", "nonref": "NONREF", "bidir": "BIDIR", "nonkey": "NONKEY"}
+# swscale filter of planned decodes (decode_shared): the closest to decord's own scaler, so scores
+# keep the scale they were tuned at (mean difference about 0.01 level on a 1080p source).
+PLANNED_INTERPOLATION = "BILINEAR"
 
 
 class DecodeError(RuntimeError):
@@ -223,6 +228,7 @@ class _PyAVReader:
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else 0.0
         self._reformatter = VideoReformatter()
+        self._scalers: dict[Size | None, Any] = {}  # one swscale context per planned output size
         self._gen: Iterator | None = None
         self._pos = -1
 
@@ -233,6 +239,19 @@ class _PyAVReader:
         w, h = self._size if self._size is not None else (None, None)
         return self._reformatter.reformat(
             frame, width=w, height=h, format="rgb24", interpolation="AREA"
+        ).to_ndarray()
+
+    def _scaled(self, frame: Any, size: Size | None) -> np.ndarray:
+        """`frame` as RGB at `size` (None: native) with the planned-decode filter, one thread: the
+        same bytes whichever other sizes the frame is also scaled to, and in whatever order."""
+        from av.video.reformatter import VideoReformatter
+
+        scaler = self._scalers.get(size)
+        if scaler is None:
+            scaler = self._scalers[size] = VideoReformatter()
+        w, h = size if size is not None else (None, None)
+        return scaler.reformat(
+            frame, width=w, height=h, format="rgb24", interpolation=PLANNED_INTERPOLATION, threads=1
         ).to_ndarray()
 
     def _seek(self, index: int) -> None:
@@ -254,8 +273,27 @@ class _PyAVReader:
                 yield index, frame
 
     def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+        got = self._collect(indices, lambda _, frame: self._convert(frame))
+        return np.stack([got[int(i)] for i in indices]) if len(indices) else np.zeros((0, 0, 0, 3), np.uint8)
+
+    def get_sized(self, wanted: Mapping[Size | None, Sequence[int]]) -> dict[Size | None, np.ndarray]:
+        """For each output size, the frames at its indices: one decode of the union of the indices,
+        each decoded picture scaled once to every size that asks for it (see :meth:`_scaled`)."""
+        sizes_at: dict[int, list[Size | None]] = {}
+        for size, indices in wanted.items():
+            for index in indices:
+                at = sizes_at.setdefault(int(index), [])
+                if size not in at:
+                    at.append(size)
+        got = self._collect(
+            list(sizes_at), lambda index, frame: {s: self._scaled(frame, s) for s in sizes_at[index]}
+        )
+        return {size: np.stack([got[int(i)][size] for i in indices]) for size, indices in wanted.items()}
+
+    def _collect(self, indices: Sequence[int], convert: Any) -> dict[int, Any]:
+        """``convert(index, frame)`` of each frame at `indices`, decoded forward from a keyframe."""
         wanted = sorted(set(int(i) for i in indices))
-        got: dict[int, np.ndarray] = {}
+        got: dict[int, Any] = {}
         for target in wanted:
             if target in got:
                 continue
@@ -264,14 +302,14 @@ class _PyAVReader:
             )
             if self._gen is None or self._pos >= target or key_before > self._pos:
                 self._seek(target)
-            found = self._advance(target, wanted, got)
+            found = self._advance(target, wanted, got, convert)
             if not found:  # the seek landed past the target (a poor index): decode from the start
                 self._rewind()
-                if not self._advance(target, wanted, got):
+                if not self._advance(target, wanted, got, convert):
                     raise DecodeError(f"{self._uri}: frame {target} could not be decoded")
-        return np.stack([got[int(i)] for i in indices]) if len(indices) else np.zeros((0, 0, 0, 3), np.uint8)
+        return got
 
-    def _advance(self, target: int, wanted: list[int], got: dict[int, np.ndarray]) -> bool:
+    def _advance(self, target: int, wanted: list[int], got: dict[int, Any], convert: Any) -> bool:
         assert self._gen is not None
         wanted_set = set(wanted)
         start = self._pos
@@ -280,7 +318,7 @@ class _PyAVReader:
                 return False
             self._pos = index
             if index in wanted_set and index not in got:
-                got[index] = self._convert(frame)
+                got[index] = convert(index, frame)
             if index >= target:
                 return target in got
         return False
@@ -377,14 +415,26 @@ class _ResizingReader:
 
 
 def _get(
-    uri: str, indices: list[int], dsize: Size | None, backend: Backend, storage_options: dict | None
-) -> np.ndarray:
-    """Decode `indices` (clamped to the video) with the cached reader.
+    uri: str,
+    indices: list[int],
+    dsize: Size | None,
+    backend: Backend,
+    storage_options: dict | None,
+    *,
+    planned: Mapping[Size | None, Sequence[int]] | None = None,
+) -> Any:
+    """Decode `indices` (clamped to the video) with the cached reader: the one call every decode
+    goes through (tests count it, ``benchmarks/pipeline.py`` times it).
 
     When decord fails on a file it opened (some output sizes trip its scaler; some streams its
     decoder), the frames are decoded at native size and resized here, then, failing that, by PyAV.
     The reader that worked is cached under the same key, so the next call goes straight to it.
+
+    With `planned` (decoder output size -> indices; `indices`, `dsize` and `backend` unused), the
+    planned frames of :func:`decode_shared`: ``{size: frames}`` from :func:`_get_sized`.
     """
+    if planned is not None:
+        return _get_sized(uri, planned, storage_options)
     key = _cache_key(uri, dsize, backend)
     reader = _cached_reader(uri, dsize, backend, storage_options)
     last = reader.num_frames - 1
@@ -564,7 +614,11 @@ def attach_frames(batch: Any, plan_of: Any) -> Any:
 
 def decode_plans(plans: Mapping[str, FramePlan | None], start_frame: int = 0, end_frame: int = 0,
                  storage_options: dict | None = None) -> dict[str, np.ndarray]:  # fmt: skip
-    """Frames for each consumer's plan, decoding each file once for all the plans that read it."""
+    """Frames for each consumer's plan, decoding each file once for all the plans that read it.
+
+    Each consumer's frames are bit-identical to :func:`read_plan` of its plan alone (see
+    :func:`decode_shared`), so a stage writes the same values fused (``jobs.fused``) or alone.
+    """
     by_file: dict[tuple[str, int], dict[str, FrameRequest]] = {}
     for name, plan in plans.items():
         if plan is not None:
@@ -576,6 +630,41 @@ def decode_plans(plans: Mapping[str, FramePlan | None], start_frame: int = 0, en
         )
         out.update(decoded)
     return out
+
+
+def read_plan(plan: FramePlan, storage_options: dict | None = None) -> np.ndarray:
+    """The frames one consumer's `plan` names: what a stage decodes when nothing decoded them for it.
+
+    The same frames, to the bit, as the stage gets from a decode shared with other stages.
+    """
+    return decode_plans({"frames": plan}, storage_options=storage_options)["frames"]
+
+
+def _get_sized(
+    uri: str, wanted: Mapping[Size | None, Sequence[int]], storage_options: dict | None
+) -> dict[Size | None, np.ndarray]:
+    """One PyAV decode of the union of `wanted`'s indices (clamped to the video), each frame scaled
+    to every decoder output size asking for it. Raises DecodeError; a reader that failed is dropped."""
+    key = _cache_key(uri, None, "pyav")
+    reader = _cached_reader(uri, None, "pyav", storage_options)
+    last = reader.num_frames - 1
+    if last < 0:
+        raise DecodeError(f"{uri}: the video has no frames")
+    clamped = {size: [min(max(int(i), 0), last) for i in idx] for size, idx in wanted.items()}
+    try:
+        return reader.get_sized(clamped)
+    except Exception as exc:
+        _READERS.pop(key, None)
+        reader.close()
+        if isinstance(exc, DecodeError):
+            raise
+        raise DecodeError(f"{uri}: {type(exc).__name__}: {exc}") from exc
+
+
+def _no_frames(request: FrameRequest) -> np.ndarray:
+    """The empty frame array of a request that names no frame (at its size when it has one)."""
+    w, h = request.size if request.size is not None else (0, 0)
+    return np.zeros((0, h, w, 3), np.uint8)
 
 
 def decode_shared(
@@ -591,27 +680,45 @@ def decode_shared(
 ) -> dict[str, np.ndarray]:
     """Decode a clip once for several consumers; returns each consumer's frames at its own size.
 
-    The union of the requested frames is decoded once, at the largest requested size (native if any
-    consumer asks for it), then each consumer gets its subset, resized with area averaging.
+    The union of the requested frames is decoded once (PyAV), and each decoded picture is scaled by
+    swscale straight to each size that asks for it (:data:`PLANNED_INTERPOLATION`, one thread). A
+    consumer's frames thus never depend on which other consumers share the decode: one request
+    alone gives the same bytes. Should that decode fail, each consumer is decoded as it would be
+    alone (a failing single request falls back to :func:`read_frames` with `backend`).
     """
     if not requests:
         return {}
     needs_rate = any(req.indices is None for req in requests.values())
     rate = src_fps or (source_fps(uri, backend, storage_options) if needs_rate else 0.0)
     wanted = {name: req.frames(start_frame, end_frame, rate) for name, req in requests.items()}
-    union = sorted(set().union(*[set(v) for v in wanted.values()]))
-    if not union:
-        return {name: np.zeros((0, 0, 0, 3), np.uint8) for name in requests}
-    sizes = [req.size for req in requests.values()]
-    decode_size = (
-        None if any(s is None for s in sizes) else (max(s[0] for s in sizes), max(s[1] for s in sizes))
-    )
-    frames = read_frames(
-        uri, union, decode_size, rotation=rotation, backend=backend, storage_options=storage_options
-    )
-    position = {index: k for k, index in enumerate(union)}
+    if not any(wanted.values()):
+        return {name: _no_frames(req) for name, req in requests.items()}
+    by_size: dict[Size | None, set[int]] = {}
+    for name, req in requests.items():
+        if wanted[name]:
+            by_size.setdefault(decoder_size(req.size, rotation), set()).update(wanted[name])
+    try:
+        with _READERS_LOCK:
+            planned = {size: sorted(indices) for size, indices in by_size.items()}
+            decoded = _get(uri, [], None, "pyav", storage_options, planned=planned)
+    except DecodeError:
+        if len(requests) > 1:  # each consumer as it would decode alone, so its frames still match
+            return {
+                name: decode_shared(uri, start_frame, end_frame, {name: req}, src_fps=rate or None,
+                                    rotation=rotation, backend=backend, storage_options=storage_options)[name]
+                for name, req in requests.items()
+            }  # fmt: skip
+        ((name, req),) = requests.items()
+        frames = read_frames(
+            uri, wanted[name], req.size, rotation=rotation, backend=backend, storage_options=storage_options
+        )
+        return {name: frames}
     out: dict[str, np.ndarray] = {}
     for name, req in requests.items():
-        subset = frames[[position[i] for i in wanted[name]]] if wanted[name] else frames[:0]
-        out[name] = resize_frames(subset, req.size) if req.size is not None and len(subset) else subset
+        if not wanted[name]:
+            out[name] = _no_frames(req)
+            continue
+        dsize = decoder_size(req.size, rotation)
+        position = {index: k for k, index in enumerate(sorted(by_size[dsize]))}
+        out[name] = rotate_frames(decoded[dsize][[position[i] for i in wanted[name]]], rotation)
     return out
