@@ -76,8 +76,12 @@ def write_catalog_tables(catalog: Catalog, rows: pa.Table, chunk: int = 1_000_00
     """`clips` and `videos` for the synthetic clips, in large commits (the driver is not timed here)."""
     for start in range(0, rows.num_rows, chunk):
         part = rows.slice(start, chunk)
-        clips = {"clip_id": part.column("clip_id"), "video_id": part.column("video_id"),
-                 "start_s": pa.array(np.zeros(part.num_rows)), "end_s": pa.array(np.full(part.num_rows, 4.0))}  # fmt: skip
+        clips = {
+            "clip_id": part.column("clip_id"),
+            "video_id": part.column("video_id"),
+            "start_s": pa.array(np.zeros(part.num_rows)),
+            "end_s": pa.array(np.full(part.num_rows, 4.0)),
+        }
         catalog.append(tables.CLIPS, pa.table(clips), operation="bench")
     videos = pc.unique(rows.column("video_id"))
     for start in range(0, len(videos), chunk):
@@ -165,7 +169,8 @@ from egocurate.jobs import driver
 from egocurate.jobs.runners.local import LocalEngine
 data = clip_rows({rows})
 start = time.perf_counter()
-s = driver.run_stage(HashedScores({every}), data, Catalog({root!r}), LocalEngine(), commit_every={every}, progress=False)
+s = driver.run_stage(HashedScores({every}), data, Catalog({root!r}), LocalEngine(),
+                     commit_every={every}, progress=False)
 print(round(time.perf_counter() - start, 2), s.rows_in, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
@@ -198,8 +203,13 @@ def reads(root: str) -> dict:
     start = time.perf_counter()
     catalog.optimize(tables.CLIP_QUALITY.name)
     optimize_s = time.perf_counter() - start
-    return {"clip_view_keep_count": kept, "clip_view_count_s": round(view_s, 2), "check_s": round(check_s, 2),
-            "check_findings": [f"{f.table}: {f.kind}" for f in findings], "optimize_s": round(optimize_s, 2)}  # fmt: skip
+    return {
+        "clip_view_keep_count": kept,
+        "clip_view_count_s": round(view_s, 2),
+        "check_s": round(check_s, 2),
+        "check_findings": [f"{f.table}: {f.kind}" for f in findings],
+        "optimize_s": round(optimize_s, 2),
+    }
 
 
 def exponent(xs: list[int], ys: list[float]) -> float | None:

@@ -18,8 +18,8 @@ The clips come from real recordings (``../shared/data``, 1080p EgoDex and Aria f
 ingested and cut into fixed windows once. Then the three per-clip stages that read frames run twice
 on copies of that catalog, in one process, on the local engine, after one untimed warm-up run:
 ``separate`` (``shared_decode: false``: each stage decodes each clip itself) and ``shared`` (one
-fused pass, one decode per clip at the largest size any stage asks for, each stage's frames
-resized from it). The labels stage reads
+fused pass, one decode per clip, each decoded picture scaled to each stage's size the way the
+stage's own decode scales it, so the score shifts below read 0). The labels stage reads
 embeddings and text, not frames, so it has nothing to share and is left out.
 
 Decode time is measured where every decode path goes through: ``media.decode._get`` (decord or

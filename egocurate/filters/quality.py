@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from egocurate.filters.frames import ClipSource, scaled_size
-from egocurate.media.decode import FramePlan, FrameRequest, read_frames
+from egocurate.media.decode import FramePlan, FrameRequest, read_plan
 
 MotionMethod = Literal["farneback", "frame_diff"]
 
@@ -218,5 +218,4 @@ def split_windows(frames: np.ndarray, lengths: list[int], settings: QualitySetti
 def decode_for_quality(source: ClipSource, settings: QualitySettings) -> tuple[list[np.ndarray], float]:
     """Decode a clip's analysis frames in one call; returns the windows of frames and their time step."""
     plan, lengths, dt = quality_plan(source, settings)
-    frames = read_frames(plan.uri, list(plan.request.indices), plan.request.size, rotation=plan.rotation)
-    return split_windows(frames, lengths, settings), dt
+    return split_windows(read_plan(plan), lengths, settings), dt
