@@ -226,7 +226,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = parser.parse_args()
     sizes = [20_000, 80_000] if args.tiny else [int(s) for s in args.sizes.split(",")]
-    today = [2_000, 8_000] if args.tiny else [int(s) for s in args.today_sizes.split(",")]
+    today = [2_000, 8_000] if args.tiny else [int(s) for s in args.today_sizes.split(",") if s]
     every = (lambda n: 256) if args.tiny else (lambda n: 256 if n <= 1_000_000 else 4096)
     sink = open(args.out, "a") if args.out else None  # noqa: SIM115
 
@@ -249,6 +249,8 @@ def main() -> None:
                 results[(path, rows)] = record
                 emit(record)
         for path, path_sizes in (("today", today), ("base", sizes)):
+            if not path_sizes:
+                continue
             times = [results[(path, n)]["driver_s"] for n in path_sizes]
             fit = exponent(path_sizes, times)
             line = {
