@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from egocurate.catalog.action_sources import parse_action_order
 from egocurate.catalog.rows import align_idm_actions, align_latent_actions, align_real_actions
 from egocurate.catalog.selection import episode_actions_for, idm_actions_for, latents_for
 from egocurate.catalog.store import Catalog
 
-ACTION_SOURCES = ("real", "idm", "latent", "zeros")
 DEFAULT_ACTION_SOURCE = ("latent", "zeros")  # today's export: latent actions, zeros where absent
 LATENT_DIM = 32
 KINDS = {"real": "real_actions", "idm": "idm_actions", "latent": "latent_actions", "zeros": "zeros"}
@@ -35,17 +35,12 @@ SPACES = {"real": "robot", "idm": "robot", "latent": "latent"}
 
 
 def parse_action_source(value: str | Sequence[str] | None) -> tuple[str, ...]:
-    """A preference order from ``"real,idm,latent"`` (or a sequence); None is the default."""
-    if value is None:
-        return DEFAULT_ACTION_SOURCE
-    items = [v.strip().lower() for v in (value.split(",") if isinstance(value, str) else value)]
-    items = [v for v in items if v]
-    unknown = [v for v in items if v not in ACTION_SOURCES]
-    if not items or unknown:
-        raise ValueError(
-            f"action source must be a comma-separated order of {', '.join(ACTION_SOURCES)}; got {value!r}"
-        )
-    return tuple(dict.fromkeys(items))
+    """A preference order from ``"real,idm,latent"`` (or a sequence); None is the default.
+
+    The one shared parser (``catalog.action_sources``), so an export and a shard stream agree on
+    the names; an unknown name raises ``ActionSourceError`` (a ValueError: one CLI error line).
+    """
+    return parse_action_order(value, default=DEFAULT_ACTION_SOURCE)
 
 
 @dataclass

@@ -37,6 +37,8 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 
+from egocurate.catalog.action_sources import ActionSourceError
+from egocurate.catalog.action_sources import parse_action_order as parse_action_order_shared
 from egocurate.shards.manifest import Manifest, filesystem, join, read_manifest
 from egocurate.shards.order import (
     Generation,
@@ -60,14 +62,19 @@ ACTION_PROVENANCE = ("lam_model_id", "idm_model_id", "idm_checkpoint_hash")
 
 
 def parse_action_order(value: str | Sequence[str] | None) -> tuple[str, ...]:
-    """``"real,idm,latent"`` (or a sequence) as a checked tuple; None: no `action` is added."""
-    if value is None:
-        return ()
-    items = [v.strip().lower() for v in (value.split(",") if isinstance(value, str) else value) if v.strip()]
-    unknown = [v for v in items if v not in ACTION_COLUMNS]
-    if not items or unknown:
-        raise ValueError(f"action_source must be an order of {', '.join(ACTION_COLUMNS)}; got {value!r}")
-    return tuple(dict.fromkeys(items))
+    """``"real,idm,latent"`` (or a sequence) as a checked tuple; None: no `action` is added.
+
+    The names and their errors are the export's (``catalog.action_sources``). ``zeros``, an
+    export's last resort at the dataset's action size, is refused: a stream has no one action
+    size, and a sample without an action already comes with ``action_source`` ``"none"``.
+    """
+    order = parse_action_order_shared(value)
+    if "zeros" in order:
+        raise ActionSourceError(
+            "action source 'zeros' is for exports only: a stream has no one action size, and a "
+            f"sample without an action comes with action_source 'none'; got {value!r}"
+        )
+    return order
 
 
 def pick_action(sample: dict[str, Any], order: Sequence[str]) -> None:

@@ -47,5 +47,5 @@ def test_stream_yields_action_by_preference_with_its_source(tmp_path):
     for sample in only_idm:
         has = sample["video_id"] == truth["generated_video"]
         assert sample["action_source"] == ("idm" if has else "none") and (sample["action"] is None) != has
-    with pytest.raises(ValueError, match="action_source must be an order of real, idm, latent"):
+    with pytest.raises(ValueError, match="action source .zeros. is for exports only"):
         ShardDataset(str(out), action_source="zeros")

@@ -1,7 +1,9 @@
 """The HTML report as a corpus stage: statistics (``jobs.corpus.stats``) plus what the page shows.
 
 The page itself is rendered by ``annotate.report`` (pure: data in, HTML out); this module gathers
-its inputs from the catalog.
+its inputs from the catalog. A table that is absent reads as empty (``catalog.query.connect``
+registers it so), and its section shows nothing; a table that exists but cannot be read raises, as
+every other reader does, rather than showing as an empty section.
 """
 
 from __future__ import annotations
@@ -24,10 +26,9 @@ from egocurate.jobs.driver import StageSummary
 
 
 def _scalar(con: Any, query: str) -> int:
-    try:
-        return int(con.sql(query).fetchall()[0][0] or 0)
-    except Exception:  # an absent optional table counts as zero
-        return 0
+    """One integer from `query` (NULL is 0). An absent table is registered empty by ``connect``, so
+    it counts as zero; a table that cannot be read raises (never a zero that looks like data)."""
+    return int(con.sql(query).fetchall()[0][0] or 0)
 
 
 def funnel(catalog: Catalog, con: Any, stats: stats_sql.CorpusStats) -> list[dict[str, Any]]:
@@ -38,13 +39,10 @@ def funnel(catalog: Catalog, con: Any, stats: stats_sql.CorpusStats) -> list[dic
     h = stats_sql.MS_PER_HOUR
     videos = _scalar(con, "SELECT COUNT(*) FROM videos")
     video_ms = _scalar(con, "SELECT CAST(FLOOR(COALESCE(SUM(duration_s), 0) * 1000) AS BIGINT) FROM videos")
-    try:
-        kinds = con.sql(
-            "SELECT COALESCE(error_kind, 'unknown'), COUNT(DISTINCT key) FROM quarantine "
-            "WHERE stage = 'ingest' GROUP BY 1 ORDER BY 2 DESC, 1"
-        ).fetchall()
-    except Exception:  # no quarantine table yet
-        kinds = []
+    kinds = con.sql(  # no quarantine table yet: registered empty, so no kinds
+        "SELECT COALESCE(error_kind, 'unknown'), COUNT(DISTINCT key) FROM quarantine "
+        "WHERE stage = 'ingest' GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).fetchall()
     quarantined = sum(int(n) for _, n in kinds)
     short = "FROM videos v WHERE NOT EXISTS (SELECT 1 FROM clips c WHERE c.video_id = v.video_id)"
     short_n = _scalar(con, f"SELECT COUNT(*) {short}")
@@ -85,13 +83,10 @@ def models(con: Any) -> list[dict[str, Any]]:
     out = []
     for kind, table, column in MODEL_COLUMNS:
         source = "label_source" if table == "clip_labels" else "NULL"
-        try:
-            rows = con.sql(
-                f"SELECT COALESCE({column}, 'unknown'), {source}, COUNT(*) FROM {table} "
-                "GROUP BY 1, 2 ORDER BY 3 DESC, 1"
-            ).fetchall()
-        except Exception:  # the stage has not run
-            continue
+        rows = con.sql(  # a stage that has not run: its table is registered empty, so no rows
+            f"SELECT COALESCE({column}, 'unknown'), {source}, COUNT(*) FROM {table} "
+            "GROUP BY 1, 2 ORDER BY 3 DESC, 1"
+        ).fetchall()
         for model_id, how, n in rows:
             label = f"{kind} ({how})" if how else kind
             out.append({"kind": label, "model_id": str(model_id), "clips": int(n)})
@@ -102,10 +97,7 @@ def quality_values(con: Any, limit: int = 50_000) -> dict[str, list[float]]:
     """Each quality score's values (up to `limit` clips), for the distribution plots."""
     columns = [f.name for f in tables.CLIP_QUALITY.schema if pa.types.is_floating(f.type)]
     columns = [c for c in columns if c not in ("duration_s", "fps")]
-    try:
-        table = con.sql(f"SELECT {', '.join(columns)} FROM clip_quality LIMIT {int(limit)}").to_arrow_table()
-    except Exception:
-        return {}
+    table = con.sql(f"SELECT {', '.join(columns)} FROM clip_quality LIMIT {int(limit)}").to_arrow_table()
     out = {}
     for name in columns:
         values = [float(v) for v in table.column(name).to_pylist() if v is not None and v == v]
@@ -126,13 +118,10 @@ def threshold_lines(thresholds: Mapping[str, float] | None) -> dict[str, list[tu
 
 def quarantine_rows(con: Any, limit: int = 100) -> list[list[Any]]:
     """The latest quarantined items: time, stage, kind, uri, message."""
-    try:
-        rows = con.sql(
-            "SELECT time, stage, error_kind, uri, message FROM quarantine ORDER BY time DESC NULLS LAST, uri "
-            f"LIMIT {int(limit)}"
-        ).fetchall()
-    except Exception:
-        return []
+    rows = con.sql(
+        "SELECT time, stage, error_kind, uri, message FROM quarantine ORDER BY time DESC NULLS LAST, uri "
+        f"LIMIT {int(limit)}"
+    ).fetchall()
     return [[("" if t is None else str(t)[:19]), st, k, u, (m or "")[:200]] for t, st, k, u, m in rows]
 
 
@@ -140,12 +129,8 @@ def run_history(catalog: Catalog, limit: int = 8) -> dict[str, list[list[Any]]]:
     """The latest Delta commits of every table: version, ISO time, operation, rows added."""
     out = {}
     for name in catalog.tables():
-        try:
-            history = catalog.history(name, limit=limit)
-        except Exception:
-            continue
         rows = []
-        for row in history:
+        for row in catalog.history(name, limit=limit):  # a broken log raises CatalogReadError
             metrics = row.get("operationMetrics") or {}
             added = metrics.get("num_added_rows", metrics.get("num_target_rows_inserted", ""))
             operation = row.get("egocurate.operation") or row.get("operation")
@@ -175,13 +160,10 @@ def samples(con: Any, column: str, labels: list[str], per_label: int) -> dict[st
 
 def dedup_groups(con: Any, groups: int, per_group: int) -> list[list[dict[str, Any]]]:
     """The largest near-duplicate groups, representative first, with frames to show."""
-    try:
-        top = con.sql(
-            "SELECT group_id, COUNT(*) AS n FROM clip_dedup GROUP BY group_id HAVING COUNT(*) > 1 "
-            f"ORDER BY n DESC, group_id LIMIT {int(groups)}"
-        ).fetchall()
-    except Exception:
-        return []
+    top = con.sql(
+        "SELECT group_id, COUNT(*) AS n FROM clip_dedup GROUP BY group_id HAVING COUNT(*) > 1 "
+        f"ORDER BY n DESC, group_id LIMIT {int(groups)}"
+    ).fetchall()
     out = []
     for group_id, _ in top:
         rows = con.sql(
@@ -195,11 +177,9 @@ def dedup_groups(con: Any, groups: int, per_group: int) -> list[list[dict[str, A
 
 
 def quarantine_kinds(con: Any) -> list[tuple[str, str, int]]:
-    try:
-        query = "SELECT stage, error_kind, COUNT(*) FROM quarantine GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"
-        return [tuple(r) for r in con.sql(query).fetchall()]
-    except Exception:
-        return []
+    """(stage, error kind, count) of every quarantined item."""
+    query = "SELECT stage, error_kind, COUNT(*) FROM quarantine GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"
+    return [tuple(r) for r in con.sql(query).fetchall()]
 
 
 def build_report(
@@ -212,16 +192,19 @@ def build_report(
     store: bool = True,
     spark_master: str | None = None,
 ) -> tuple[Path, str | None, stats_sql.CorpusStats]:
-    """Compute (and store) statistics, gather samples, and write one self-contained HTML file."""
+    """Compute (and store) statistics, gather samples, and write one self-contained HTML file.
+
+    Every read comes first: a table that cannot be read raises (``CatalogReadError`` or DuckDB's
+    scan error, one CLI line each) before statistics are stored or the page is written, so a broken
+    catalog never yields a report with a section silently empty.
+    """
     versions = catalog_versions(catalog)
     stats = compute(catalog, engine, thresholds, **({"master": spark_master} if engine == "spark" else {}))
-    run_id = commit_stats(catalog, stats, engine, thresholds, versions)[0] if store else None
     con = connect(catalog, thresholds)
     try:
         data = ReportData(
             catalog=catalog.root,
             stats=stats,
-            stats_run=run_id,
             engine=engine,
             versions=versions,
             thresholds=effective_thresholds(thresholds),
@@ -242,10 +225,11 @@ def build_report(
         )
     finally:
         con.close()
+    data.stats_run = commit_stats(catalog, stats, engine, thresholds, versions)[0] if store else None
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_report(data), encoding="utf-8")
-    return path, run_id, stats
+    return path, data.stats_run, stats
 
 
 class ReportStage(StatsStage):
