@@ -128,7 +128,12 @@ def array_stats(values: np.ndarray) -> dict[str, list]:
 
 
 class ImageStats:
-    """Running per-channel statistics of frames in [0, 1] (LeRobot stores them as (3, 1, 1))."""
+    """Running per-channel statistics of frames in [0, 1] (LeRobot stores them as (3, 1, 1)).
+
+    Every 4th pixel of every 4th row is sampled. Besides sums, it keeps a 256-bin histogram per
+    channel of the sampled uint8 values: quantiles cannot be pooled from sums, but histograms add up
+    across episodes and give the exact quantiles of the pooled sample (see :func:`image_quantiles`).
+    """
 
     def __init__(self) -> None:
         self.n = 0
@@ -137,23 +142,25 @@ class ImageStats:
         self.lo = np.full(3, np.inf)
         self.hi = np.full(3, -np.inf)
         self.frames = 0
+        self.histogram = np.zeros((3, 256), dtype=np.int64)
 
     def update(self, frames: np.ndarray) -> None:
-        sample = frames[:, ::4, ::4].reshape(-1, 3).astype(np.float64) / 255.0
+        pixels = frames[:, ::4, ::4].reshape(-1, 3)
+        sample = pixels.astype(np.float64) / 255.0
         self.n += len(sample)
         self.total += sample.sum(axis=0)
         self.total_sq += (sample**2).sum(axis=0)
         self.lo = np.minimum(self.lo, sample.min(axis=0))
         self.hi = np.maximum(self.hi, sample.max(axis=0))
         self.frames += len(frames)
+        levels = np.clip(pixels, 0, 255).astype(np.int64)
+        for channel in range(3):
+            self.histogram[channel] += np.bincount(levels[:, channel], minlength=256)
 
     def as_dict(self) -> dict[str, list]:
+        """LeRobot's per-episode image statistics (min/max/mean/std/count, each (3, 1, 1))."""
         mean = self.total / max(self.n, 1)
         std = np.sqrt(np.maximum(self.total_sq / max(self.n, 1) - mean**2, 0))
-
-        def chw(v: np.ndarray) -> list:
-            return [[[float(x)]] for x in v]
-
         return {
             "min": chw(self.lo),
             "max": chw(self.hi),
@@ -161,6 +168,34 @@ class ImageStats:
             "std": chw(std),
             "count": [self.frames],
         }
+
+
+def chw(values: np.ndarray) -> list:
+    """Per-channel values as LeRobot's (3, 1, 1) nested list."""
+    return [[[float(x)]] for x in values]
+
+
+def histogram_quantile(counts: np.ndarray, q: float) -> float:
+    """``np.quantile(values, q)`` (linear interpolation) of the integers whose counts are `counts`.
+
+    The k-th smallest value is the first level whose cumulative count exceeds k, so this equals the
+    quantile of the expanded sample without expanding it.
+    """
+    cumulative = np.cumsum(counts)
+    total = int(cumulative[-1])
+    if total == 0:
+        raise ValueError("quantile of an empty histogram")
+    position = (total - 1) * q
+    below = int(np.floor(position))
+    low = int(np.searchsorted(cumulative, below, side="right"))
+    high = int(np.searchsorted(cumulative, min(below + 1, total - 1), side="right"))
+    return low + (position - below) * (high - low)
+
+
+def image_quantiles(histograms: Sequence[np.ndarray], qs: Mapping[str, float]) -> dict[str, list]:
+    """Per-channel quantiles in [0, 1], as (3, 1, 1) lists, of the pooled uint8 `histograms`."""
+    pooled = np.sum(histograms, axis=0)
+    return {name: chw(np.array([histogram_quantile(c, q) for c in pooled]) / 255.0) for name, q in qs.items()}
 
 
 def render_episode(
@@ -196,6 +231,7 @@ def render_episode(
         "video": video,
         "actions": action["values"],
         "image_stats": stats.as_dict(),
+        "image_histogram": stats.histogram,
         "alignment": action["alignment"],
         "offsets": offsets,
         "action": action,
@@ -282,7 +318,7 @@ def _export(
         return render_episode(row, action_rows, source, plan.dim, fps, width, height, min_frames, crf)
 
     tasks: dict[str, int] = {}
-    episodes, episode_stats, sidecar = [], [], []
+    episodes, episode_stats, sidecar, image_histograms = [], [], [], []
     all_actions, all_scalars = [], {name: [] for name in SCALARS}
     split_counts: dict[str, int] = {}
     index = 0
@@ -331,6 +367,7 @@ def _export(
             stats[name] = array_stats(columns[name][:, None])
             all_scalars[name].append(columns[name])
         episode_stats.append({"episode_index": episode, "stats": stats})
+        image_histograms.append(result["image_histogram"])
         all_actions.append(result["actions"])
         split_counts[row["_split"]] = split_counts.get(row["_split"], 0) + 1
         sidecar.append(
@@ -386,7 +423,9 @@ def _export(
     _jsonl(meta / "tasks.jsonl", [{"task_index": i, "task": t} for t, i in tasks.items()])
     _jsonl(meta / "episodes_stats.jsonl", episode_stats)
     (meta / "stats.json").write_text(
-        json.dumps(dataset_stats(all_actions, all_scalars, episode_stats, plan.dim), indent=2)
+        json.dumps(
+            dataset_stats(all_actions, all_scalars, episode_stats, plan.dim, image_histograms), indent=2
+        )
     )
     (meta / "modality.json").write_text(json.dumps(modality(plan), indent=2))
     pq.write_table(
@@ -483,8 +522,14 @@ def dataset_stats(
     scalars: Mapping[str, list[np.ndarray]],
     episode_stats: list[dict],
     dim: int = LATENT_DIM,
+    image_histograms: Sequence[np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """stats.json: mean/std/min/max/q01/q99 per numeric feature, and pooled image statistics."""
+    """stats.json: mean/std/min/max/q01/q99 per numeric feature and for the video.
+
+    Every feature carries all six because DreamDojo's ``DatasetStatisticalValues`` requires them
+    and rejects the whole file otherwise. The video's q01/q99 come from the episodes' pixel
+    histograms (`image_histograms`, :class:`ImageStats`), the same sampled pixels as its mean.
+    """
     out: dict[str, Any] = {}
     arrays = {"action": np.concatenate(actions) if actions else np.zeros((0, dim))}
     arrays.update({k: np.concatenate(v)[:, None] if v else np.zeros((0, 1)) for k, v in scalars.items()})
@@ -513,6 +558,9 @@ def dataset_stats(
             "min": np.min([s["min"] for s in images], axis=0).tolist(),
             "max": np.max([s["max"] for s in images], axis=0).tolist(),
         }
+        if image_histograms is None or len(image_histograms) != len(images):
+            raise ValueError("the video's q01/q99 need one pixel histogram per episode")
+        out[VIDEO_KEY].update(image_quantiles(image_histograms, {"q01": 0.01, "q99": 0.99}))
     return out
 
 

@@ -8,7 +8,10 @@ with ``pydoc.locate``, so nothing here is imported until the trainer builds the 
   dataloader wraps the dataset in a ``DistributedSampler``) over one or more shard folders. Each
   item is the sample dict of DreamDojo's ``VideoDataset`` (``video`` uint8 (3, 13, 480, 640),
   ``lam_video`` (24, 240, 320, 3), ``action`` (12, 384) ...) with the clip's stored latent actions at
-  ``action[:, 352:384]`` and ``latent_action_precomputed`` True.
+  ``action[:, 352:384]`` and ``latent_action_precomputed`` True. ``fps`` is the rate the clip was
+  rendered at, a float (upstream's loaders send a constant: 30 or 4); DreamDojo's RoPE scales time
+  by it and asserts one rate per video batch (at batch size > 1), so the folders of one run
+  should share one rendered rate.
 - ``egocurate.integrations.dreamdojo.PrecomputedActionVideo2WorldModelRectifiedFlow``: DreamDojo's
   ``ActionVideo2WorldModelRectifiedFlow`` whose ``forward`` keeps precomputed latent actions.
 

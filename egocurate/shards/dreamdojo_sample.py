@@ -7,6 +7,12 @@ DreamDojo's human-video loader (``groot_dreams/data/dataset_video.py``) yields, 
 - ``action``: float32 (12, 384): zeros, with the 32 latent-action dims at [352:384] set to ones;
 - ``fps``, ``num_frames``, ``dataset``, ``__key__``, ``padding_mask``, ``image_size``, ``ai_caption``.
 
+``fps`` is a conditioning input, not metadata: the conditioner passes it through uncast and the DiT's
+3D RoPE scales temporal positions by ``base_fps / fps`` (``VideoRopePosition3DEmb``; a video batch
+must have one rate). Upstream's loader hard-codes it (``VideoDataset``: 30, the LeRobot loader: 4);
+here it is the rate the clip was rendered at, as a float (7.5 stays 7.5; it collates to a float64
+tensor, which upstream's arithmetic accepts, as Cosmos' own ``item_dataset`` already sends floats).
+
 The world model multiplies ``action[..., -32:]`` by the latent action it computes online from
 ``lam_video``. With shards, ``action[:, 352:384]`` holds the precomputed latent actions instead, and
 ``latent_action_precomputed`` is True; ``egocurate.integrations.dreamdojo`` names the dataset and
@@ -19,6 +25,7 @@ back to the online LAM for those samples. With ``lam_video=False`` the adapter s
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 import numpy as np
@@ -40,6 +47,19 @@ COLUMNS = (
     "task",
     "dataset",
 )
+
+
+def frame_rate(value: Any) -> float:
+    """The clip's rendered frame rate as a float, as the writer stated it (7.5 stays 7.5, never 8).
+
+    The shard column is float32, so 29.97 reads back as 29.969999...; the shortest decimal that
+    round-trips float32 recovers the stated rate. A missing or non-positive rate is refused: DreamDojo
+    divides by it in its RoPE, so 0 would train on infinite positions without an error.
+    """
+    rate = float(str(np.float32(value))) if value is not None else math.nan
+    if not math.isfinite(rate) or rate <= 0:
+        raise ValueError(f"frame rate {value!r}: a shard row needs a positive, finite fps")
+    return rate
 
 
 def center_crop_resize(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -120,7 +140,7 @@ class DreamDojoSample:
             "video": video,
             "action": action,
             "dataset": self.dataset,
-            "fps": int(round(float(sample.get("fps") or 0))),
+            "fps": frame_rate(sample.get("fps")),
             "num_frames": self.num_frames,
             "__key__": sample.get("clip_id"),
             "padding_mask": torch.zeros(1, 256, 256),
