@@ -92,14 +92,36 @@ def pending_rows(stage: Stage, catalog: Catalog, rows: pa.Table, run_id: str = "
     keys = rows.column(stage.input_key).cast(pa.string()).combine_chunks()
     repair = pc.unique(keys.filter(pc.is_in(keys, value_set=unledgered)))
     if len(repair):
+        counts, quarantined = _what_was_done(stage, catalog, repair)
         catalog.append_unique(
             tables.LEDGER,
-            _ledger_rows(stage, sorted(repair.to_pylist()), run_id),
+            _ledger_rows(stage, sorted(repair.to_pylist()), run_id, counts, quarantined),
             unique=LEDGER_KEY,
             operation=f"ledger-repair:{stage.name}",
         )
     done = pa.concat_arrays([ledgered, unledgered])
     return rows.filter(pc.invert(pc.is_in(keys, value_set=done)))
+
+
+def _what_was_done(stage: Stage, catalog: Catalog, keys: pa.Array) -> tuple[dict[str, int], set[str]]:
+    """(output rows per key, keys in the quarantine) for keys found done but not ledgered, so the
+    ledger row written for them says what the finished run would have said (`catalog check`
+    compares it with the tables)."""
+    counts: dict[str, int] = {}
+    for column in stage.done_columns():
+        values = catalog.read(stage.output_table, columns=[column]).column(0).combine_chunks()
+        if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+            values = pc.list_flatten(values)
+        values = values.cast(pa.string())
+        hits = pc.value_counts(values.filter(pc.fill_null(pc.is_in(values, value_set=keys), False)))
+        for key, count in zip(
+            hits.field("values").to_pylist(), hits.field("counts").to_pylist(), strict=True
+        ):
+            counts[key] = counts.get(key, 0) + int(count)
+    mine = pc.field("stage") == stage.name
+    held = catalog.values(tables.QUARANTINE.name, "key", filter=mine)
+    quarantined = set(keys.filter(pc.is_in(keys, value_set=held)).to_pylist())
+    return counts, quarantined
 
 
 def _parts(manifest: pa.Table) -> list[PartFile]:

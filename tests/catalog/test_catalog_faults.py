@@ -54,8 +54,10 @@ def _config(catalog: Path, sources: Path) -> PipelineConfig:
         progress=False,
         stages=[
             {"name": "ingest", "params": {"batch_size": 1}},
-            {"name": "shots", "params": {"detector": "fixed", "detector_params": {"window_s": 1.0},
-                                         "min_clip_s": 0.5}},  # fmt: skip
+            {
+                "name": "shots",
+                "params": {"detector": "fixed", "detector_params": {"window_s": 1.0}, "min_clip_s": 0.5},
+            },  # fmt: skip
         ],
     )
 
@@ -303,3 +305,21 @@ def test_a_lost_data_file_is_one_error_line_in_every_command_that_reads_it(tmp_p
     lines = [line for line in out.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "clips" in lines[0], out
     assert not out_dir.exists() or not any(out_dir.rglob("*.mp4")) and not any(out_dir.rglob("*.parquet"))
+
+
+def test_a_ledger_row_written_for_work_found_done_says_what_the_run_did(tmp_path, pristine):
+    """Keys done but never ledgered (a kill, or a writer that ledgers them for another) get the
+    rows_out and quarantined the finished run would have written, so check can still compare."""
+    root = tmp_path / "catalog"
+    shutil.copytree(pristine["catalog"], root)
+    shutil.rmtree(root / "_ledger")  # every stage's work is in its tables, none in the ledger
+    run_pipeline(_config(root, pristine["sources"]))
+    columns = ["stage", "key", "rows_out", "quarantined"]
+
+    def ledger(path: Path) -> list[dict]:
+        return sorted(
+            Catalog(path).read("_ledger", columns=columns).to_pylist(), key=lambda r: (r["stage"], r["key"])
+        )
+
+    assert ledger(root) == ledger(pristine["catalog"])
+    assert any(r["quarantined"] for r in ledger(root)) and any(r["rows_out"] > 1 for r in ledger(root))
