@@ -16,7 +16,9 @@ rounds (the seeded RNG decides), side processes started at random moments while 
 - `egocurate shards write -c catalog --out shards_out --query "SELECT clip_id FROM clip_view"`
   (one or two at once into the same folder).
 
-`catalog optimize` does not exist yet, so no round runs it. A random subset of writers and side
+- `egocurate catalog optimize -c catalog [TABLE]` (one or two; every table or one).
+
+A random subset of writers and side
 processes is SIGKILLed at random moments. Once all have ended, a vacuum round also tries
 `--retention-hours 0 --no-dry-run`, which must exit 2 with an `error:` line and change no file.
 Then the round reruns the pipeline to completion, runs one final `shards write` (shard rounds),
@@ -86,8 +88,9 @@ WAIT_S = 600  # no process of a round may run longer than this (a hang is a fail
 
 COUNTERS = ("rounds", "kills", "side_kills", "max_concurrent", "max_processes", "rows_expected",
             "rows_found", "duplicates", "lost", "mismatched", "repairs", "vacuums", "shard_writes",
-            "vacuum_deleted", "vacuum_zero_tries", "unlisted_shards", "shard_leftovers", "outside_files",
-            "check_failures", "final_failures", "side_failures", "writer_failures")  # fmt: skip
+            "optimizes", "vacuum_deleted", "vacuum_zero_tries", "unlisted_shards", "shard_leftovers",
+            "outside_files", "check_failures", "final_failures", "side_failures",
+            "writer_failures")  # fmt: skip
 MUST_BE_ZERO = ("duplicates", "lost", "unlisted_shards", "outside_files", "check_failures",
                 "final_failures", "vacuum_deleted")  # fmt: skip
 
@@ -243,8 +246,8 @@ class Round:
 
 def side_commands(rng: random.Random) -> list[tuple[str, list[str]]]:
     """(name, argv) of the side processes of one round: some of repair, vacuum, shards write."""
-    kinds = [k for k in ("repair", "vacuum", "shards") if rng.random() < 0.5] or [
-        rng.choice(["repair", "vacuum", "shards"])
+    kinds = [k for k in ("repair", "vacuum", "shards", "optimize") if rng.random() < 0.5] or [
+        rng.choice(["repair", "vacuum", "shards", "optimize"])
     ]
     commands = []
     for kind in kinds:
@@ -255,6 +258,10 @@ def side_commands(rng: random.Random) -> list[tuple[str, list[str]]]:
                 table = rng.choice(sorted(KEYS))
                 argv = egocurate("catalog", "vacuum", table, "-c", CATALOG, "--no-dry-run")
                 commands.append((f"vacuum#{i}-{table}", argv))
+            elif kind == "optimize":  # every table, or one, compacted beside the writers
+                table = rng.choice([*sorted(KEYS), None])
+                argv = egocurate("catalog", "optimize", "-c", CATALOG, *([table] if table else []))
+                commands.append((f"optimize#{i}", argv))
             else:
                 commands.append((f"shards#{i}", shards_write()))
     return commands
@@ -298,6 +305,7 @@ def execute(rnd: Round) -> None:
     rnd.add("repairs", len(rnd.side("repair")))
     rnd.add("vacuums", len(rnd.side("vacuum")))
     rnd.add("shard_writes", len(rnd.side("shards")))
+    rnd.add("optimizes", len(rnd.side("optimize")))
 
 
 def judge_sides(rnd: Round) -> None:
