@@ -145,6 +145,25 @@ def write_part(
     return PartFile(table=spec.name, path=name, size=int(size), num_rows=table.num_rows)
 
 
+def _commit_at_next_version(
+    dt: DeltaTable, spec: TableSpec, actions: list, metadata: dict[str, str]
+) -> int | None:
+    """Commit `actions` at exactly the loaded version + 1 (compare-and-swap on the log entry);
+    returns that version, or None when another writer took it first."""
+    read_version = int(dt.version())
+    try:
+        dt.create_write_transaction(
+            actions,
+            mode="append",
+            schema=spec.schema,
+            partition_by=list(spec.partition_by) or None,
+            commit_properties=CommitProperties(custom_metadata=metadata, max_commit_retries=0),
+        )
+    except CommitFailedError:
+        return None
+    return read_version + 1
+
+
 def _add_action(part: PartFile, data: pa.Table, now_ms: int) -> AddAction:
     """The log action that makes a written part visible, with its column statistics."""
     return AddAction(path=part.path, size=part.size, partition_values={}, modification_time=now_ms,
@@ -722,22 +741,12 @@ class Catalog:
                 actions.append(_add_action(part, data, now_ms))
             if not actions:
                 return None
-            read_version = int(dt.version())
-            try:
-                dt.create_write_transaction(
-                    actions,
-                    mode="append",
-                    schema=spec.schema,
-                    partition_by=list(spec.partition_by) or None,
-                    commit_properties=CommitProperties(
-                        custom_metadata={"egocurate.operation": operation}, max_commit_retries=0
-                    ),
-                )
-            except CommitFailedError:
+            landed = _commit_at_next_version(dt, spec, actions, {"egocurate.operation": operation})
+            if landed is None:
                 backoff(attempt)
                 continue
             referenced.update(a.path for a in actions)
-            return read_version + 1
+            return landed
         raise CommitConflictError(
             f"table {spec.name!r}: commit lost the race {COMMIT_ATTEMPTS} times; too many writers at once?"
         )
@@ -867,23 +876,14 @@ class Catalog:
                 part = write_part(self.root, spec, rows, "rewrite", self.storage_options)
                 written.append(part.path)
                 actions.append(_add_action(part, rows, now_ms))
-            base = int(dt.version())
-            try:
-                dt.create_write_transaction(
-                    actions,
-                    mode="append",
-                    schema=spec.schema,
-                    partition_by=list(spec.partition_by) or None,
-                    commit_properties=CommitProperties(
-                        custom_metadata={"egocurate.operation": operation, **(metadata or {})},
-                        max_commit_retries=0,
-                    ),
-                )
-            except CommitFailedError:
+            landed = _commit_at_next_version(
+                dt, spec, actions, {"egocurate.operation": operation, **(metadata or {})}
+            )
+            if landed is None:
                 self._delete_parts(spec.name, written, keep=set())
                 backoff(attempt)
                 continue
-            return base + 1
+            return landed
         raise CommitConflictError(
             f"table {spec.name!r}: commit lost the race {COMMIT_ATTEMPTS} times; too many writers at once?"
         )
