@@ -5,7 +5,8 @@ deltalake reads a 0-byte commit entry as a commit with no actions, so a table wh
 was truncated to nothing silently reads as less data. :func:`damaged_versions` finds such entries
 among those a reader replays (the ones after the last checkpoint), so the catalog can refuse to
 read them. Cost: one ``stat`` per entry after the last checkpoint locally (deltalake writes a
-checkpoint every 100 commits, so at most ~100), one listing of ``_delta_log`` on object stores.
+checkpoint every 100 commits, so at most ~100), one HEAD request for the latest entry on object
+stores.
 """
 
 from __future__ import annotations
@@ -79,18 +80,26 @@ def parse_problem(data: bytes) -> str | None:
 
 
 def damaged_versions(fs: fsspec.AbstractFileSystem, log_dir: str, upto: int) -> list[int]:
-    """Versions in (last checkpoint, `upto`] whose entry is 0 bytes: deltalake reads them as empty."""
+    """Versions whose entry is 0 bytes (deltalake reads them as empty commits).
+
+    Locally: every entry a reader replays, (last checkpoint, `upto`], one ``stat`` each. On object
+    stores only the latest entry (one HEAD request per table load, where a truncated write would
+    land); ``catalog check`` reads every replayed entry everywhere.
+    """
+    if not _is_local(fs):
+        try:
+            return [upto] if fs.size(f"{log_dir}/{entry_name(upto)}") == 0 else []
+        except FileNotFoundError:
+            return []
     start = (last_checkpoint(fs, log_dir) or -1) + 1
-    if _is_local(fs):
-        bad = []
-        for version in range(start, upto + 1):
-            try:
-                if os.stat(f"{log_dir}/{entry_name(version)}").st_size == 0:
-                    bad.append(version)
-            except FileNotFoundError:
-                continue
-        return bad
-    return [e.version for e in list_entries(fs, log_dir) if start <= e.version <= upto and e.size == 0]
+    bad = []
+    for version in range(start, upto + 1):
+        try:
+            if os.stat(f"{log_dir}/{entry_name(version)}").st_size == 0:
+                bad.append(version)
+        except FileNotFoundError:
+            continue
+    return bad
 
 
 def read_entry(fs: fsspec.AbstractFileSystem, log_dir: str, version: int) -> bytes:
