@@ -7,6 +7,7 @@ touches the catalog happens here, on the driver, so every engine commits the sam
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 import uuid
@@ -23,6 +24,8 @@ from egocurate.catalog.store import Catalog, PartFile
 from egocurate.jobs.fused import FusedStage, todo_column
 from egocurate.jobs.stage import Stage
 from egocurate.jobs.summary import StageSummary
+
+log = logging.getLogger(__name__)
 
 
 class Engine(Protocol):
@@ -226,7 +229,10 @@ class _Committer:
         """Compact the stage's table and the ledger (a commit of their own; rows unchanged), so
         the file count, and with it the cost of loading a snapshot, stays bounded."""
         for name in (self.spec.name, tables.LEDGER.name):
-            self.catalog.optimize(name)
+            try:
+                self.catalog.optimize(name)
+            except Exception as exc:  # noqa: BLE001 - compaction is upkeep: the run's work goes on
+                log.warning("compaction of %s skipped: %s", name, " ".join(str(exc).split())[:300])
 
 
 def check_inputs(stage: Stage, rows: pa.Table) -> None:
