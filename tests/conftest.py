@@ -16,6 +16,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's model tests: on a shared 2-core machine more threads spin
+    and run far slower (modules opt in with ``pytestmark = pytest.mark.usefixtures(...)``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Real recordings from ../shared/data (CI has them); a machine without them fails, never skips."""

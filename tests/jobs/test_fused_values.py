@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 
 from egocurate.catalog import tables
 from egocurate.filters.vectors import decode_vectors
@@ -32,13 +31,7 @@ LAM = {
 VIDEOS = (("wide", 640, 360, 0), ("small", 256, 192, 0), ("portrait", 320, 192, 90))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine more threads spin and run far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _rotated_copy(src: Path, dst: Path, ccw: int) -> None:

@@ -25,12 +25,7 @@ from egocurate.testing.robot_videos import ACTION_NAMES
 TINY = {"horizon": 1, "height": 32, "width": 32, "widths": [8, 16], "hidden": 32}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _squares(count: int, seed: int, size: int = 32) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from egocurate.catalog import tables
@@ -29,12 +28,7 @@ device: cpu
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

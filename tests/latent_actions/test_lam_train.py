@@ -22,12 +22,7 @@ from egocurate.testing.videos import make_video
 TINY = {"model_dim": 32, "enc_blocks": 1, "dec_blocks": 1, "num_heads": 2, "patch_size": 16}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

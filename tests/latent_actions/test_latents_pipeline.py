@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-import torch
 import yaml
 
 from egocurate.catalog import tables
@@ -22,12 +21,7 @@ from egocurate.testing.videos import make_sample_set
 LATENT_STAGES = ("latent_actions", "tokenizer_latents")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def demo_stage_configs() -> list[dict]:

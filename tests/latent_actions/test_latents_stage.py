@@ -24,13 +24,7 @@ TINY = {"model_dim": 32, "enc_blocks": 1, "dec_blocks": 1, "num_heads": 2}
 HW = (48, 64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine, more threads spin and run far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
