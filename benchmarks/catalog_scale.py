@@ -1,7 +1,7 @@
 """Catalog at the mission's scale: the real driver, commit path, ledger and rerun over synthetic rows.
 
 Usage: python benchmarks/catalog_scale.py [--sizes 1000000,4000000,16000000] [--tiny]
-       [--today-sizes 20000,80000] [--out benchmarks/out/catalog_scale.jsonl]
+       [--today-sizes 20000,80000] [--log-retention-hours H] [--out benchmarks/out/catalog_scale.jsonl]
 
 A decode-free stage (`clip_quality`-shaped scores hashed from the clip id) runs through
 `jobs.driver.run_stage` on the local engine, over clip rows shaped like `clips` (the `clips` and
@@ -13,7 +13,10 @@ fitted exponent of total driver time against rows. The reference it names is tod
 path (every commit checks keys against the whole table, no compaction), run in the same process
 at the sizes where it can finish; at larger sizes its cost is extrapolated from its fitted
 exponent, and the line says so. Commit sizes follow the issue: `commit_every` 256 up to 1M rows,
-4,096 above.
+4,096 above. `--log-retention-hours` sets the tables' Delta log retention
+(``EGOCURATE_LOG_RETENTION_HOURS``): deltalake lists the whole `_delta_log` folder on every load and
+commit on a local file system, so a run of thousands of commits in minutes pays for its log length
+unless expired entries are cleaned at checkpoints; each line reports the retention it ran with.
 """
 
 from __future__ import annotations
@@ -115,6 +118,12 @@ class CommitClock:
         return [r["s"] for r in self.records if r["table"] == table]
 
 
+def log_entries(catalog: Catalog, name: str) -> list[str]:
+    """The commit entries left in a table's log folder (what a local commit lists)."""
+    folder = Path(catalog.uri(name)) / "_delta_log"
+    return [p.name for p in folder.iterdir() if p.suffix == ".json"]
+
+
 def percentiles(values: list[float]) -> dict:
     if not values:
         return {}
@@ -147,7 +156,10 @@ def run_size(rows: int, commit_every: int, path: str, root: Path) -> dict:
     out = {"bench": "catalog_scale", "path": path, "rows": rows, "commit_every": commit_every,
            "commits": summary.commits, "driver_s": round(driver_s, 2), "files_stage_table":
            len(catalog.files(tables.CLIP_QUALITY.name)), "files_ledger": len(catalog.files("_ledger")),
-           "version_stage_table": catalog.version(tables.CLIP_QUALITY.name)}  # fmt: skip
+           "version_stage_table": catalog.version(tables.CLIP_QUALITY.name),
+           "log_retention_hours": catalog.log_retention_hours,
+           "log_entries_stage_table": len(log_entries(catalog, tables.CLIP_QUALITY.name)),
+           "log_entries_ledger": len(log_entries(catalog, "_ledger"))}  # fmt: skip
     for table, label in ((tables.CLIP_QUALITY.name, "stage"), ("_ledger:append", "ledger")):
         series = clock.series(table)
         out[f"{label}_commit_first"] = percentiles(series[10:60])
@@ -224,7 +236,11 @@ def main() -> None:
     parser.add_argument("--today-sizes", default="20000,80000")
     parser.add_argument("--tiny", action="store_true", help="a quick run for CI (small sizes)")
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
+    parser.add_argument("--log-retention-hours", type=float, default=None,
+                        help="Delta log retention of the tables (default: Delta's 30 days)")  # fmt: skip
     args = parser.parse_args()
+    if args.log_retention_hours is not None:  # the driver's, the rerun child's and the reads' catalogs
+        os.environ["EGOCURATE_LOG_RETENTION_HOURS"] = str(args.log_retention_hours)
     sizes = [20_000, 80_000] if args.tiny else [int(s) for s in args.sizes.split(",")]
     today = [2_000, 8_000] if args.tiny else [int(s) for s in args.today_sizes.split(",") if s]
     every = (lambda n: 256) if args.tiny else (lambda n: 256 if n <= 1_000_000 else 4096)

@@ -28,6 +28,10 @@ class DamagedLogError(RuntimeError):
     """A log entry after the base version is empty or not JSON."""
 
 
+class ExpiredLogError(RuntimeError):
+    """A log entry after the base version was deleted by log cleanup (older than the retention)."""
+
+
 @dataclass
 class CommitBase:
     """One writer's view of one table since the version its plan was checked against."""
@@ -68,8 +72,11 @@ def foreign_adds(fs: fsspec.AbstractFileSystem, log_dir: str, base: CommitBase, 
     if upto > base.cursor:
         fs.invalidate_cache(log_dir)  # object stores: a cached listing would miss the new entries
     for version in range(base.cursor + 1, upto + 1):
-        with fs.open(f"{log_dir}/{entry_name(version)}", "rb") as fh:
-            data = fh.read()
+        try:
+            with fs.open(f"{log_dir}/{entry_name(version)}", "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            raise ExpiredLogError(f"log entry of version {version} was cleaned up") from None
         if not data.strip():
             raise DamagedLogError(f"log entry of version {version} is empty")
         for line in data.decode().splitlines():

@@ -26,7 +26,13 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.transaction import AddAction, CommitProperties, RemoveAction
 
 from egocurate.catalog import tables
-from egocurate.catalog.commit_base import CommitBase, DamagedLogError, foreign_adds, load_foreign
+from egocurate.catalog.commit_base import (
+    CommitBase,
+    DamagedLogError,
+    ExpiredLogError,
+    foreign_adds,
+    load_foreign,
+)
 from egocurate.catalog.log import LOG_DIR, damaged_versions
 from egocurate.catalog.tables import TableSpec
 from egocurate.storage import fsspec_options
@@ -46,7 +52,8 @@ class CatalogReadError(RuntimeError):
 
 
 class CatalogPathError(ValueError):
-    """The catalog root is missing (for a read), a file, or cannot be created or written."""
+    """The catalog root is missing (for a read), a file, or cannot be created or written; or its
+    settings (log retention) are not valid."""
 
 
 class VacuumRetentionError(ValueError):
@@ -226,6 +233,22 @@ def logged_paths(fs: fsspec.AbstractFileSystem, log_dir: str) -> set[str]:
     return {p.rsplit("/", 1)[-1] for p in paths}
 
 
+def log_retention(hours: float | None = None) -> float | None:
+    """The log retention in hours: `hours`, else ``EGOCURATE_LOG_RETENTION_HOURS``, else None (Delta's
+    default, 30 days). Refuses a negative or unparsable value in one line (a user error)."""
+    if hours is None:
+        raw = os.environ.get("EGOCURATE_LOG_RETENTION_HOURS", "").strip()
+        if not raw:
+            return None
+        try:
+            hours = float(raw)
+        except ValueError:
+            raise CatalogPathError(f"EGOCURATE_LOG_RETENTION_HOURS must be hours, not {raw!r}") from None
+    if not hours >= 0:
+        raise CatalogPathError(f"log retention must be 0 hours or more, not {hours}")
+    return float(hours)
+
+
 def _first_key_values(incoming: pa.Table, columns: Sequence[str]) -> pa.Array:
     """The distinct non-null values of the first key column (list columns flattened)."""
     first = incoming.column(columns[0])
@@ -264,10 +287,18 @@ class Catalog:
         root: str | os.PathLike[str],
         storage_options: dict[str, str] | None = None,
         create: bool = True,
+        log_retention_hours: float | None = None,
     ):
-        """Open the catalog at `root`; `create=False` (read-only commands) requires it to exist."""
+        """Open the catalog at `root`; `create=False` (read-only commands) requires it to exist.
+
+        `log_retention_hours` (default ``EGOCURATE_LOG_RETENTION_HOURS``, else Delta's 30 days) is
+        the tables' ``delta.logRetentionDuration``: log entries older than it and older than the
+        last checkpoint are deleted at the next checkpoint. A commit on a local or POSIX file
+        system lists the whole log folder, so this bounds its cost (see :func:`log_retention`).
+        """
         self.root = _normalise_root(root)
         self.storage_options = dict(storage_options or {})
+        self.log_retention_hours = log_retention(log_retention_hours)
         if "://" in self.root:
             if not create:  # read-only commands: a missing bucket or prefix is no catalog, never empty
                 fs, path = filesystem(self.root, self.storage_options)
@@ -390,6 +421,7 @@ class Catalog:
                 partition_by=list(spec.partition_by) or None,
                 name=spec.name,
                 description=spec.description or None,
+                configuration=self.table_properties() or None,
                 storage_options=self.storage_options or None,
             )
         except Exception:
@@ -398,6 +430,13 @@ class Catalog:
             if existing is None:
                 raise
             return existing
+
+    def table_properties(self) -> dict[str, str]:
+        """Delta table properties egocurate sets on the tables it creates (log retention, if set)."""
+        if self.log_retention_hours is None:
+            return {}
+        seconds = max(0, round(self.log_retention_hours * 3600))
+        return {"delta.logRetentionDuration": f"interval {seconds} seconds"}
 
     def _evolve(self, spec: TableSpec, dt: DeltaTable) -> DeltaTable:
         """Add the columns `spec` declares that a table created by an older egocurate lacks.
@@ -411,8 +450,20 @@ class Catalog:
         for attempt in range(5):
             have = set(dt.schema().to_arrow().names)
             missing = [f for f in spec.schema if f.name not in have]
-            if not missing:
+            have_props = dt.metadata().configuration
+            wanted = {k: v for k, v in self.table_properties().items() if have_props.get(k) != v}
+            if not missing and not wanted:
                 return dt
+            if not missing:  # a retention set after the table was created: one metadata commit
+                try:
+                    dt.alter.set_table_properties(wanted, raise_if_not_exists=False)
+                except Exception:  # noqa: BLE001 - another writer changed it first: look again
+                    if attempt == 4:
+                        raise
+                    backoff(attempt)
+                dt = self.table(spec.name)
+                assert dt is not None
+                continue
             try:
                 dt.alter.add_columns([Field.from_arrow(f) for f in missing])
             except Exception:  # noqa: BLE001 - another writer evolved it first: look again
@@ -602,6 +653,14 @@ class Catalog:
             paths = foreign_adds(fs, log_dir, base, int(dt.version()))
         except DamagedLogError as exc:
             raise CatalogReadError(base.table, self.root, dt.version(), exc) from exc
+        except ExpiredLogError:
+            # Log cleanup removed entries this writer had not read yet (it fell behind the log
+            # retention). Every file others may have added since the base is among the loaded
+            # version's files: take all of them but the writer's own as foreign (one read of the
+            # table's key columns, exact), and go on from this version's log entries.
+            actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+            paths = [a["path"] for a in actions if a["path"] not in base.own]
+            base.foreign, base.cursor = [], int(dt.version())
         columns = list(dict.fromkeys(c for cols in unique for c in cols))
         tfs, root = filesystem(self.uri(base.table), self.storage_options)
         load_foreign(tfs, root, base, paths, columns)
@@ -723,7 +782,10 @@ class Catalog:
                 present = [self._present(dt, incoming, cols) for cols in unique]
             else:
                 dt = base.dt
-                dt.update_incremental()  # only the log entries since it was last loaded
+                try:
+                    dt.update_incremental()  # only the log entries since it was last loaded
+                except Exception:  # noqa: BLE001 - entries it would replay were cleaned up: reload
+                    dt = base.dt = self.table(spec.name)
                 present = self._present_since(base, incoming, unique)
             actions = []
             now_ms = int(time.time() * 1000)
