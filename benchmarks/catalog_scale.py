@@ -212,6 +212,11 @@ def reads(root: str) -> dict:
     start = time.perf_counter()
     findings = check(catalog, lambda stages: stage_outputs(sorted(stages)))
     check_s = time.perf_counter() - start
+    from egocurate.jobs.corpus.stats import compute_local
+
+    start = time.perf_counter()
+    corpus = compute_local(catalog)
+    stats_s = time.perf_counter() - start
     start = time.perf_counter()
     catalog.optimize(tables.CLIP_QUALITY.name)
     optimize_s = time.perf_counter() - start
@@ -220,6 +225,8 @@ def reads(root: str) -> dict:
         "clip_view_count_s": round(view_s, 2),
         "check_s": round(check_s, 2),
         "check_findings": [f"{f.table}: {f.kind}" for f in findings],
+        "stats_s": round(stats_s, 2),  # the corpus statistics (DuckDB SQL over clip_view)
+        "stats_clips": corpus.summary.get("clips"),
         "optimize_s": round(optimize_s, 2),
     }
 
