@@ -4,8 +4,9 @@ Rooms and what each may import (besides itself and the standard library / third 
 
 - stage packages (ingest, filters, annotate, latent_actions): ``catalog.tables``, ``media``,
   ``storage`` and ``stage_base`` (the typed Resources and hook defaults every stage declares);
-- ``catalog``: ``storage``; ``media``: ``storage``; ``storage`` and ``stage_base``: nothing;
-- ``shards`` and ``export``: ``catalog``, ``media``, ``storage``;
+- ``catalog``: ``storage``; ``media``: ``storage``; ``storage``, ``stage_base`` and
+  ``lerobot_layout`` (the LeRobot dataset layout its reader, writer and test writer share): nothing;
+- ``shards``: ``catalog``, ``media``, ``storage``; ``export``: those and ``lerobot_layout``;
 - ``testing``: anything but ``jobs`` and ``cli``, and only tests, benchmarks and the demo import it;
 - ``integrations`` (adapters for trainers such as DreamDojo): ``shards``, ``export``, ``catalog``,
   ``media``, ``storage``;
@@ -20,15 +21,16 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "egocurate"
 STAGE_PACKAGES = ("ingest", "filters", "annotate", "latent_actions")
-BASE = ("egocurate.storage", "egocurate.stage_base")
+BASE = ("egocurate.storage", "egocurate.stage_base", "egocurate.lerobot_layout")
 ALLOWED: dict[str, tuple[str, ...]] = {
     **{room: ("egocurate.catalog.tables", "egocurate.media", *BASE) for room in STAGE_PACKAGES},
     "catalog": ("egocurate.storage",),
     "media": ("egocurate.storage",),
     "storage": (),
     "stage_base": (),
+    "lerobot_layout": (),
     "shards": ("egocurate.catalog", "egocurate.media", "egocurate.storage"),
-    "export": ("egocurate.catalog", "egocurate.media", "egocurate.storage"),
+    "export": ("egocurate.catalog", "egocurate.media", "egocurate.storage", "egocurate.lerobot_layout"),
     "configs": (),
     "integrations": (
         "egocurate.shards",
@@ -161,4 +163,5 @@ def test_top_level_rooms_tell_the_architecture():
         ["annotate", "catalog", "cli", "configs", "export", "filters", "ingest", "integrations", "jobs",
          "latent_actions", "media", "shards", "testing"]
     )  # fmt: skip
-    assert sorted(p.name for p in PACKAGE.glob("*.py")) == ["__init__.py", "stage_base.py", "storage.py"]
+    base_modules = ["__init__.py", "lerobot_layout.py", "stage_base.py", "storage.py"]
+    assert sorted(p.name for p in PACKAGE.glob("*.py")) == base_modules

@@ -1,5 +1,9 @@
 """Near-duplicate groups over clip embeddings, at corpus scale, in bounded memory.
 
+Where dedup lives: this module is the algorithm (search, overlap test, representative rule, the
+``clip_dedup`` rows); ``filters.dedup_stage`` is the stage (its settings and how the steps combine,
+for a batch or the whole corpus); ``jobs.corpus.dedup`` only feeds it from the catalog and commits.
+
 Two clips are near-duplicates when the cosine similarity of their (L2-normalised) embeddings is at
 least ``1 - eps``; groups are the connected components of that graph, plus pairs of clips cut from
 the same source video whose frame ranges overlap (an exact test that needs no embedding). Each
@@ -675,10 +679,3 @@ def dedup_rows(
         },
         schema=tables.CLIP_DEDUP.schema,
     )
-
-
-# ---------------------------------------------------------------------------------------------- stage
-def column_or_none(table: pa.Table, name: str) -> np.ndarray | None:
-    if name not in table.column_names:
-        return None
-    return table.column(name).cast(pa.float64()).fill_null(0.0).to_numpy()

@@ -1,16 +1,28 @@
-"""The ``dedup`` stage's settings and in-batch form; the whole-corpus run is ``jobs.corpus.dedup``."""
+"""The ``dedup`` stage: its settings and every decision it makes, in a batch or over the corpus.
+
+Dedup lives here and in ``filters.dedup`` (the search, the overlap test, the representative rule):
+:meth:`DedupStage.group` turns embeddings, clip ranges and quality scores into groups and
+representatives. Two callers feed it: :meth:`DedupStage.process` (the rows of one in-memory batch)
+and the registered ``dedup`` stage, ``jobs.corpus.dedup``, a thin adapter that streams the whole
+catalog's embeddings in and writes ``clip_dedup`` back in one commit (dedup needs every embedding at
+once, so it cannot run batch by batch like the other stages, and only ``jobs`` may read and write
+the catalog).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from egocurate.catalog import tables
 from egocurate.filters.dedup import (
     ArraySource,
     DedupSettings,
+    Groups,
+    PairSink,
+    VectorSource,
     choose_representatives,
-    column_or_none,
     dedup_rows,
     find_groups,
     normalise,
@@ -20,6 +32,8 @@ from egocurate.filters.dedup import (
 from egocurate.filters.vectors import decode_vectors
 from egocurate.stage_base import BaseStage, Resources
 
+RANGE_COLUMNS = ("clip_id", "video_id", "start_frame", "end_frame")
+
 
 class DedupStage(BaseStage):
     """Near-duplicate groups (clip_dedup). Corpus-level: the pipeline runs it through
@@ -28,7 +42,7 @@ class DedupStage(BaseStage):
     name = "dedup"
     input_key = "clip_id"
     output_table = tables.CLIP_DEDUP.name
-    reads = ('vector',)
+    reads = ("vector",)
 
     def __init__(
         self,
@@ -69,24 +83,65 @@ class DedupStage(BaseStage):
         """Dedup the rows of one batch among themselves (vector, optional duration/quality/range)."""
         ids = batch.column("clip_id").combine_chunks().cast(pa.string())
         vectors = normalise(decode_vectors(batch.column("vector")))
-        extra = None
-        if {"video_id", "start_frame", "end_frame"} <= set(batch.column_names):
+        groups, representatives = self.group(ArraySource(ids, vectors), clips=batch, quality=batch)
+        return dedup_rows(groups, representatives, self.settings.eps)
 
-            def extra(_: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-                return overlap_pairs(
-                    batch.column("video_id"),
-                    batch.column("start_frame").to_numpy(),
-                    batch.column("end_frame").to_numpy(),
-                    self.min_overlap,
-                )
+    def group(
+        self,
+        source: VectorSource,
+        clips: pa.Table | None = None,
+        quality: pa.Table | None = None,
+        *,
+        extra_ids: pa.Array | None = None,
+        pair_sink: PairSink | None = None,
+        progress: bool = False,
+    ) -> tuple[Groups, np.ndarray]:
+        """(groups, index of each row's representative) of `source`'s clips and `extra_ids`.
+
+        `clips` (keyed by ``clip_id``) gives the frame ranges, so that overlapping clips of one video
+        group without an embedding, and ``duration_s``; `quality` (keyed by ``clip_id``) the
+        ``clip_quality`` scores, or a ready ``quality`` number per clip. Either may be missing.
+        """
+
+        def overlaps(ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+            if clips is None or clips.num_rows < 2 or not set(RANGE_COLUMNS) <= set(clips.column_names):
+                return np.zeros(0, np.int64), np.zeros(0, np.int64)
+            a, b = overlap_pairs(
+                clips.column("video_id"),
+                clips.column("start_frame").to_numpy(),
+                clips.column("end_frame").to_numpy(),
+                self.min_overlap,
+            )
+            # clip row positions -> positions in `ids`
+            where = pc.index_in(clip_ids(clips), value_set=ids).to_numpy(zero_copy_only=False)
+            return where[a], where[b]
 
         groups = find_groups(
-            ArraySource(ids, vectors), self.settings, extra_pairs=extra, workdir=self.workdir, progress=False
-        )
-        quality = (
-            quality_score(batch, batch.num_rows)
-            if "blur" in batch.column_names
-            else column_or_none(batch, "quality")
-        )
-        reps = choose_representatives(groups.labels, ids, column_or_none(batch, "duration_s"), quality)
-        return dedup_rows(groups, reps, self.settings.eps)
+            source, self.settings, extra_ids=extra_ids, extra_pairs=overlaps, pair_sink=pair_sink,
+            workdir=self.workdir, progress=progress,
+        )  # fmt: skip
+        duration = aligned_column(groups.ids, clips, "duration_s")
+        if quality is not None and "blur" not in quality.column_names:
+            scores = aligned_column(groups.ids, quality, "quality")
+        else:
+            scores = quality_score(aligned(groups.ids, quality), groups.num_rows)
+        return groups, choose_representatives(groups.labels, groups.ids, duration, scores)
+
+
+def clip_ids(table: pa.Table) -> pa.Array:
+    return table.column("clip_id").combine_chunks().cast(pa.string())
+
+
+def aligned(ids: pa.Array, table: pa.Table | None) -> pa.Table | None:
+    """Rows of `table` (keyed by clip_id) in the order of `ids`; missing clips become null rows."""
+    if table is None:
+        return None
+    return table.take(pc.index_in(ids, value_set=clip_ids(table)))
+
+
+def aligned_column(ids: pa.Array, table: pa.Table | None, name: str) -> np.ndarray | None:
+    """Column `name` of `table` in the order of `ids` as float64 (nulls and missing clips: 0)."""
+    if table is None or name not in table.column_names:
+        return None
+    column = aligned(ids, table.select(["clip_id", name])).column(name)
+    return column.cast(pa.float64()).fill_null(0.0).to_numpy()

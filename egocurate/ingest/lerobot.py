@@ -2,19 +2,20 @@
 
 The layout is lerobot's v2.0/v2.1 one (``meta/info.json`` with ``data_path`` and ``video_path``
 templates, ``meta/episodes.jsonl``, ``data/chunk-*/episode_*.parquet``,
-``videos/chunk-*/<video_key>/episode_*.mp4``). Every episode becomes one video (the MP4 of the
-chosen camera); its ``action`` and ``observation.state`` columns go to ``episode_actions``. A dataset
-whose ``meta/info.json`` is missing or broken, or whose path templates name a file outside the
-dataset folder (``../``, an absolute path, a URL) or a placeholder lerobot does not fill, raises
-:class:`LeRobotError` (a user error: ``egocurate ingest`` prints it on one line); a
-per-episode problem (a missing parquet, an action column whose length is not the video's frame
-count) is the episode's, and quarantines only it.
+``videos/chunk-*/<video_key>/episode_*.mp4``), defined once in ``egocurate.lerobot_layout``
+together with the checks of a dataset's own path templates; the export writes the same layout.
+Every episode becomes one video (the MP4 of the chosen camera); its ``action`` and
+``observation.state`` columns go to ``episode_actions``. A dataset whose ``meta/info.json`` is
+missing or broken, or whose path templates name a file outside the dataset folder (``../``, an
+absolute path, a URL) or a placeholder lerobot does not fill, raises :class:`LeRobotError` (a user
+error: ``egocurate ingest`` prints it on one line); a per-episode problem (a missing parquet, an
+action column whose length is not the video's frame count) is the episode's, and quarantines only
+it.
 """
 
 from __future__ import annotations
 
 import json
-import posixpath
 from typing import Any
 
 import fsspec
@@ -22,53 +23,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from egocurate.lerobot_layout import (
+    ACTION_KEY,
+    CHUNKS_SIZE,
+    EPISODES,
+    INFO,
+    STATE_KEY,
+    SUPPORTED_VERSIONS,
+    LeRobotError,
+    checked_template,
+    episode_fields,
+    resolve,
+)
 from egocurate.storage import fsspec_options
-
-SUPPORTED_VERSIONS = ("v2.0", "v2.1")
-ACTION_KEY = "action"
-STATE_KEY = "observation.state"
-DEFAULT_DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
-DEFAULT_VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
-
-
-class LeRobotError(ValueError):
-    """A LeRobot dataset that cannot be read as a whole (missing or broken meta/info.json)."""
-
-
-TEMPLATE_FIELDS = ("episode_chunk", "episode_index", "video_key")
-
-
-def _template(root: str, info: dict[str, Any], key: str, default: str) -> str:
-    """``info[key]`` (a path template), checked: it formats with :data:`TEMPLATE_FIELDS` alone."""
-    template = info.get(key) or default
-    where = f"LeRobot dataset {root}: meta/info.json {key} {template!r}"
-    if not isinstance(template, str):
-        raise LeRobotError(f"{where} is not a string")
-    try:
-        template.format(episode_chunk=0, episode_index=0, video_key="camera")
-    except (KeyError, IndexError) as exc:
-        name = exc.args[0] if isinstance(exc, KeyError) else ""
-        known = ", ".join(f"{{{f}}}" for f in TEMPLATE_FIELDS)
-        raise LeRobotError(f"{where} has an unknown placeholder {{{name}}}; known: {known}") from None
-    except (ValueError, AttributeError, TypeError) as exc:
-        raise LeRobotError(f"{where} is not a valid format string ({exc})") from None
-    return template
-
-
-def _inside(root: str, key: str, template: str, fields: dict[str, Any]) -> str:
-    """`template` formatted with `fields`, normalised, and refused unless it stays inside `root`.
-
-    Why: the templates come from the dataset's own meta/info.json; a ``../`` (or an absolute path,
-    or a URL) would make ingest read, and the catalog name, files of some other folder.
-    """
-    rel = template.format(**fields)
-    norm = posixpath.normpath(rel) if rel else "."
-    if "://" in rel or rel.startswith("/") or norm.split("/")[0] in ("..", "."):
-        raise LeRobotError(
-            f"LeRobot dataset {root}: meta/info.json {key} {template!r} names {rel!r}, "
-            "which is outside the dataset folder; paths must be relative and stay inside it"
-        )
-    return norm
 
 
 def _fs(uri: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -80,20 +47,20 @@ def is_lerobot_dataset(fs: fsspec.AbstractFileSystem, path: str) -> bool:
     if any(ch in path for ch in "*?[") or not fs.isdir(path):
         return False
     base = path.rstrip("/")
-    return fs.exists(f"{base}/meta/info.json") or fs.exists(f"{base}/meta/episodes.jsonl")
+    return fs.exists(f"{base}/{INFO}") or fs.exists(f"{base}/{EPISODES}")
 
 
 def read_info(root: str, storage_options: dict | None = None) -> dict[str, Any]:
     """``meta/info.json`` of the dataset at `root`, checked for what ingest needs."""
-    fs, path = _fs(f"{root.rstrip('/')}/meta/info.json", storage_options)
+    fs, path = _fs(f"{root.rstrip('/')}/{INFO}", storage_options)
     if not fs.exists(path):
-        raise LeRobotError(f"LeRobot dataset {root}: meta/info.json is missing")
+        raise LeRobotError(f"LeRobot dataset {root}: {INFO} is missing")
     try:
         info = json.loads(fs.cat_file(path).decode("utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LeRobotError(f"LeRobot dataset {root}: meta/info.json is not valid JSON ({exc})") from None
+        raise LeRobotError(f"LeRobot dataset {root}: {INFO} is not valid JSON ({exc})") from None
     if not isinstance(info, dict) or not isinstance(info.get("features"), dict):
-        raise LeRobotError(f"LeRobot dataset {root}: meta/info.json has no 'features' mapping")
+        raise LeRobotError(f"LeRobot dataset {root}: {INFO} has no 'features' mapping")
     version = str(info.get("codebase_version", ""))
     if version not in SUPPORTED_VERSIONS:
         raise LeRobotError(
@@ -104,7 +71,7 @@ def read_info(root: str, storage_options: dict | None = None) -> dict[str, Any]:
         if float(info["fps"]) <= 0:
             raise ValueError
     except (KeyError, TypeError, ValueError):
-        raise LeRobotError(f"LeRobot dataset {root}: meta/info.json has no positive 'fps'") from None
+        raise LeRobotError(f"LeRobot dataset {root}: {INFO} has no positive 'fps'") from None
     return info
 
 
@@ -132,7 +99,7 @@ def feature_units(info: dict[str, Any], key: str) -> list[str] | None:
 
 
 def _episodes(root: str, info: dict[str, Any], storage_options: dict | None) -> list[dict[str, Any]]:
-    fs, path = _fs(f"{root.rstrip('/')}/meta/episodes.jsonl", storage_options)
+    fs, path = _fs(f"{root.rstrip('/')}/{EPISODES}", storage_options)
     if not fs.exists(path):  # v2.0 writers always have it; fall back to the count in info.json
         return [{"episode_index": i} for i in range(int(info.get("total_episodes") or 0))]
     out = []
@@ -141,7 +108,7 @@ def _episodes(root: str, info: dict[str, Any], storage_options: dict | None) -> 
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                where = f"LeRobot dataset {root}: meta/episodes.jsonl:{lineno}"
+                where = f"LeRobot dataset {root}: {EPISODES}:{lineno}"
                 raise LeRobotError(f"{where}: {exc.msg}") from None
     return out
 
@@ -157,25 +124,25 @@ def lerobot_episodes(
     if camera is not None and camera not in keys:
         raise LeRobotError(f"LeRobot dataset {root}: no camera {camera!r}; cameras: {', '.join(keys)}")
     camera = camera or keys[0]
-    chunks = int(info.get("chunks_size") or 1000)
-    data_path = _template(root, info, "data_path", DEFAULT_DATA_PATH)
-    video_path = _template(root, info, "video_path", DEFAULT_VIDEO_PATH)
+    chunks = int(info.get("chunks_size") or CHUNKS_SIZE)
+    data_path = checked_template(root, info, "data_path")
+    video_path = checked_template(root, info, "video_path")
     base = root.rstrip("/")
     name = base.rsplit("/", 1)[-1]
     rows = []
     for episode in _episodes(root, info, storage_options):
         index = int(episode["episode_index"])
-        fields = {"episode_chunk": index // chunks, "episode_index": index, "video_key": camera}
+        fields = episode_fields(index, chunks, camera)
         tasks = episode.get("tasks") or []
         rows.append(
             {
-                "uri": f"{base}/{_inside(root, 'video_path', video_path, fields)}",
+                "uri": f"{base}/{resolve(root, 'video_path', video_path, fields)}",
                 "dataset": name,
                 "task_text": str(tasks[0]) if tasks else None,
                 "dataset_uri": base,
                 "episode_index": index,
                 "camera": camera,
-                "actions_uri": f"{base}/{_inside(root, 'data_path', data_path, fields)}",
+                "actions_uri": f"{base}/{resolve(root, 'data_path', data_path, fields)}",
             }
         )
     return rows

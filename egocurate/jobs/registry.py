@@ -49,7 +49,9 @@ STAGES: dict[str, StageEntry] = {
             "quality", "egocurate.filters.quality_stage:QualityStage", "clips", "motion, blur, exposure"
         ),
         StageEntry("embed", "egocurate.filters.embed_stage:EmbedStage", "clips", "CLIP embedding per clip"),
-        StageEntry("dedup", "egocurate.jobs.corpus.dedup:DedupCorpusStage", "corpus", "near-dup groups"),
+        StageEntry(  # the stage and its logic: filters/dedup_stage.py, filters/dedup.py
+            "dedup", "egocurate.jobs.corpus.dedup:DedupCorpusStage", "corpus", "near-dup groups"
+        ),
         StageEntry(
             "captions", "egocurate.annotate.captioner_stage:CaptionStage", "clips", "VLM caption per clip"
         ),

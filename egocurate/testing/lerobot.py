@@ -1,5 +1,8 @@
 """A tiny LeRobot v2.1 dataset on disk, in lerobot's real layout, with real H.264 videos.
 
+The layout (paths, file names, feature keys, info.json fields) is ``egocurate.lerobot_layout``, the
+one ingest reads and the export writes.
+
 For tests of LeRobot ingest: several cameras, known actions and states per episode, and switches
 that break one episode (its parquet missing, its action column too short) or the whole dataset
 (``meta/info.json`` missing or not JSON).
@@ -15,10 +18,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from egocurate import lerobot_layout
+from egocurate.lerobot_layout import (
+    ACTION_KEY,
+    EPISODES,
+    EPISODES_STATS,
+    INDEX_FEATURES,
+    INFO,
+    STATE_KEY,
+    TASKS,
+    data_file,
+    jsonl,
+    scalar_feature,
+    vector_feature,
+    video_feature,
+    video_file,
+)
 from egocurate.media.encode import encode_mp4
 
-DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
-VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
 CAMERAS = ("observation.images.top", "observation.images.wrist")
 
 
@@ -78,19 +95,16 @@ def write_lerobot_dataset(
         actions, states = actions_for(ep, n, action_dim), states_for(ep, n, state_dim)
         truth["actions"][ep], truth["states"][ep] = actions, states
         task = tasks[ep % len(tasks)]
-        fields = {"episode_chunk": 0, "episode_index": ep}
         for c, camera in enumerate(cameras):
-            path = root / VIDEO_PATH.format(video_key=camera, **fields)
+            path = root / video_file(ep, camera)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(encode_mp4(_frames(ep, c, n, width, height), fps, crf=30))
         stored = actions[:-1] if ep in short_actions else actions
         rows = len(stored)
         table = pa.table(
             {
-                "action": pa.FixedSizeListArray.from_arrays(pa.array(stored.ravel()), action_dim),
-                "observation.state": pa.FixedSizeListArray.from_arrays(
-                    pa.array(states[:rows].ravel()), state_dim
-                ),
+                ACTION_KEY: pa.FixedSizeListArray.from_arrays(pa.array(stored.ravel()), action_dim),
+                STATE_KEY: pa.FixedSizeListArray.from_arrays(pa.array(states[:rows].ravel()), state_dim),
                 "timestamp": pa.array(np.arange(rows, dtype=np.float32) / fps),
                 "frame_index": pa.array(np.arange(rows, dtype=np.int64)),
                 "episode_index": pa.array(np.full(rows, ep, dtype=np.int64)),
@@ -100,63 +114,38 @@ def write_lerobot_dataset(
         )
         index += rows
         if ep not in missing_parquet:
-            data = root / DATA_PATH.format(**fields)
+            data = root / data_file(ep)
             data.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, data)
         episode_rows.append({"episode_index": ep, "tasks": [task], "length": n})
         stats_rows.append({"episode_index": ep, "stats": {}})
-    info = {
-        "codebase_version": "v2.1",
-        "robot_type": "tiny_arm",
-        "total_episodes": episodes,
-        "total_frames": sum(lengths),
-        "total_tasks": len(tasks),
-        "total_videos": episodes * len(cameras),
-        "total_chunks": 1,
-        "chunks_size": 1000,
-        "fps": fps,
-        "splits": {"train": f"0:{episodes}"},
-        "data_path": DATA_PATH,
-        "video_path": VIDEO_PATH,
-        "features": {
-            **{
-                camera: {
-                    "dtype": "video",
-                    "shape": [height, width, 3],
-                    "names": ["height", "width", "channels"],
-                    "info": {"video.fps": fps, "video.codec": "h264", "video.pix_fmt": "yuv420p"},
-                }
-                for camera in cameras
-            },
-            "action": {
-                "dtype": "float32",
-                "shape": [action_dim],
-                "names": [f"joint_{i}" for i in range(action_dim)],
-                "units": ["rad"] * action_dim,
-            },
-            "observation.state": {
-                "dtype": "float32",
-                "shape": [state_dim],
-                "names": {"motors": [f"motor_{i}" for i in range(state_dim)]},
-            },
-            "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-            "frame_index": {"dtype": "int64", "shape": [1], "names": None},
-            "episode_index": {"dtype": "int64", "shape": [1], "names": None},
-            "index": {"dtype": "int64", "shape": [1], "names": None},
-            "task_index": {"dtype": "int64", "shape": [1], "names": None},
+    action = vector_feature(action_dim, [f"joint_{i}" for i in range(action_dim)])
+    action["units"] = ["rad"] * action_dim
+    state = vector_feature(state_dim, None)
+    state["names"] = {"motors": [f"motor_{i}" for i in range(state_dim)]}  # a dict, as some datasets do
+    info = lerobot_layout.info_json(  # `info_json` here is the argument
+        robot_type="tiny_arm",
+        fps=fps,
+        total_episodes=episodes,
+        total_frames=sum(lengths),
+        total_tasks=len(tasks),
+        total_videos=episodes * len(cameras),
+        splits={"train": f"0:{episodes}"},
+        features={
+            **{camera: video_feature(height, width, fps) for camera in cameras},
+            ACTION_KEY: action,
+            STATE_KEY: state,
+            **{name: scalar_feature(dtype) for name, dtype in INDEX_FEATURES.items()},
         },
-    }
-    meta = root / "meta"
-    meta.mkdir(parents=True, exist_ok=True)
-    if info_json is None:
-        (meta / "info.json").write_text(json.dumps(info, indent=4))
-    elif info_json:
-        (meta / "info.json").write_text(info_json)
-    (meta / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in episode_rows))
-    (meta / "tasks.jsonl").write_text(
-        "".join(json.dumps({"task_index": i, "task": t}) + "\n" for i, t in enumerate(tasks))
     )
-    (meta / "episodes_stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stats_rows))
+    (root / INFO).parent.mkdir(parents=True, exist_ok=True)
+    if info_json is None:
+        (root / INFO).write_text(json.dumps(info, indent=4))
+    elif info_json:
+        (root / INFO).write_text(info_json)
+    (root / EPISODES).write_text(jsonl(episode_rows))
+    (root / TASKS).write_text(jsonl({"task_index": i, "task": t} for i, t in enumerate(tasks)))
+    (root / EPISODES_STATS).write_text(jsonl(stats_rows))
     return truth
 
 

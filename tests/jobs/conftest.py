@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from loopback_cluster import VIDEOS, write_pipeline
 
 from egocurate.jobs.config import PipelineConfig
 from egocurate.jobs.pipeline import run_pipeline
-from egocurate.testing.cluster import VIDEOS, write_pipeline
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,7 @@ import sys
 import time
 
 import pytest
-
-from egocurate.testing.cluster import (
+from loopback_cluster import (
     REPO,
     RayLoopbackCluster,
     cli,

@@ -12,8 +12,7 @@ import time
 
 import psutil
 import pytest
-
-from egocurate.testing.cluster import (
+from loopback_cluster import (
     REPO,
     SparkLoopbackCluster,
     cli,

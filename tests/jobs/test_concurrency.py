@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from egocurate.catalog.store import Catalog
+from egocurate.jobs.runners.loopback import beyond_loopback, listening
 
 TABLES = {"videos": "video_id", "clips": "clip_id", "clip_quality": "clip_id", "quarantine": "uri"}
 VOLATILE = {"time", "run_id"}
@@ -101,18 +102,6 @@ def _check_same(serial: Catalog, shared: Catalog) -> None:
     assert ledger == _ledger(serial)
 
 
-def _listen_addresses(port: int) -> set[str]:
-    """Local addresses (hex, as /proc/net/tcp writes them) listening on `port`."""
-    out = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            addr, _, hexport = local.rpartition(":")
-            if state == "0A" and int(hexport, 16) == port:
-                out.add(addr)
-    return out
-
-
 @pytest.fixture(scope="module")
 def moto_s3():
     from moto.server import ThreadedMotoServer
@@ -121,7 +110,8 @@ def moto_s3():
     server.start()
     host, port = server.get_host_and_port()
     assert host == "127.0.0.1"
-    assert _listen_addresses(port) == {"0100007F"}, "moto must listen on loopback only"
+    sockets = [s for s in listening() if s[1] == port]  # moto serves from a thread of this process
+    assert sockets and not beyond_loopback(sockets), f"moto must listen on loopback only: {sockets}"
     with socket.create_connection((host, port), timeout=5):
         pass
     endpoint = f"http://{host}:{port}"

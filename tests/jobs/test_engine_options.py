@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from loopback_cluster import free_port
 from typer.testing import CliRunner
 
 from egocurate.cli.main import app
 from egocurate.jobs.config import PipelineConfig, with_engine_options
-from egocurate.testing.cluster import free_port
 
 runner = CliRunner()
 CLEAN = {"EGOCURATE_ENGINE": None, "EGOCURATE_SPARK_MASTER": None, "EGOCURATE_RAY_ADDRESS": None,

@@ -1,10 +1,12 @@
-"""The dedup corpus stage: the driver reads the catalog in chunks, calls a pure function, commits once.
+"""The registered ``dedup`` stage: a thin adapter between the catalog and ``filters.dedup_stage``.
 
-Dedup needs every embedding at once, so it cannot run batch by batch like the other stages. Its
-search lives in ``filters.dedup`` (pure: Arrow and NumPy in, groups out); this module feeds it from
-the catalog and writes ``clip_dedup`` with ``Catalog.replace``: groups can change when clips are
-added, so the whole table is replaced, atomically. A rerun over unchanged inputs does nothing: the
-commit records the input table versions and settings, and the next run compares them first.
+Dedup itself lives in ``egocurate/filters/``: the search, overlap test and representative rule in
+``dedup.py``, the stage with its settings and every decision in ``dedup_stage.py``
+(``DedupStage.group``). Dedup needs every embedding at once, so it cannot run batch by batch like
+the other stages; this module only streams the catalog's embeddings, clips and quality scores in
+and writes ``clip_dedup`` back with ``Catalog.replace``: groups can change when clips are added, so
+the whole table is replaced, atomically. A rerun over unchanged inputs does nothing: the commit
+records the input table versions and settings, and the next run compares them first.
 """
 
 from __future__ import annotations
@@ -22,14 +24,7 @@ import pyarrow.dataset as pads
 
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog
-from egocurate.filters.dedup import (
-    PairSink,
-    choose_representatives,
-    dedup_rows,
-    find_groups,
-    overlap_pairs,
-    quality_score,
-)
+from egocurate.filters.dedup import PairSink, dedup_rows
 from egocurate.filters.dedup_stage import DedupStage
 from egocurate.filters.vectors import decode_vectors
 from egocurate.jobs.driver import StageSummary
@@ -96,12 +91,6 @@ def _last_inputs(catalog: Catalog) -> str | None:
     return history[0].get(INPUTS_KEY) if history else None
 
 
-def _aligned(ids: pa.Array, table: pa.Table) -> pa.Table:
-    """Rows of `table` (keyed by clip_id) in the order of `ids`; missing clips become null rows."""
-    positions = pc.index_in(ids, value_set=table.column("clip_id").combine_chunks())
-    return table.take(positions)
-
-
 def run_dedup(
     catalog: Catalog, stage: DedupStage, progress: bool = True, pair_sink: PairSink | None = None
 ) -> StageSummary:
@@ -129,37 +118,18 @@ def run_dedup(
         pc.invert(pc.is_in(clips.column("clip_id"), value_set=embedded))
     )
 
-    def overlaps(ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-        if clips.num_rows < 2:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        a, b = overlap_pairs(
-            clips.column("video_id"),
-            clips.column("start_frame").to_numpy(),
-            clips.column("end_frame").to_numpy(),
-            stage.min_overlap,
-        )
-        # clip row positions -> positions in `ids`
-        where = pc.index_in(clips.column("clip_id"), value_set=ids).to_numpy(zero_copy_only=False)
-        return where[a], where[b]
-
+    quality = catalog.read(tables.CLIP_QUALITY.name, columns=QUALITY_COLUMNS)
     grouping = time.perf_counter()
-    groups = find_groups(
+    groups, representatives = stage.group(
         source,
-        stage.settings,
+        clips,
+        quality,
         extra_ids=not_embedded.combine_chunks(),
-        extra_pairs=overlaps,
         pair_sink=pair_sink,
-        workdir=stage.workdir,
         progress=progress,
     )
-    summary.worker_seconds = time.perf_counter() - grouping  # the stage's own work: the grouping
+    summary.worker_seconds = time.perf_counter() - grouping  # the stage's own work: groups, representatives
     started_write = time.perf_counter(), time.process_time()
-    quality = catalog.read(tables.CLIP_QUALITY.name, columns=QUALITY_COLUMNS)
-    duration = _aligned(groups.ids, clips.select(["clip_id", "duration_s"])).column("duration_s")
-    scores = quality_score(_aligned(groups.ids, quality), groups.num_rows)
-    representatives = choose_representatives(
-        groups.labels, groups.ids, duration.cast(pa.float64()).fill_null(0.0).to_numpy(), scores
-    )
     catalog.ensure(spec)
     chunk = max(1, stage.settings.chunk_rows)
 
@@ -187,7 +157,7 @@ def run_dedup(
 
 
 class DedupCorpusStage(DedupStage):
-    """The registered `dedup` stage: ``filters.dedup.DedupStage`` run over the whole corpus."""
+    """The registered `dedup` stage: ``filters.dedup_stage.DedupStage`` run over the whole corpus."""
 
     corpus = True
     last_stats: dict[str, Any]

