@@ -13,6 +13,12 @@ video-hours per core-hour, the engine overhead (share of the workers' wall time 
 ``process``) and the exponent of wall time vs data size fitted over the scales. BLAS/OpenMP run
 one thread per worker, so the local loop uses one core and Ray/Spark ``--cores``.
 
+The yardstick: before the runs, each input is decoded once the plainest way (PyAV, one thread,
+every frame, nothing done with the frames), timed in CPU seconds of the decoding thread. That is
+the floor of any CPU pipeline that looks at every frame. One ``decode_yardstick`` line per scale
+gives its CPU seconds and video-hours per CPU-hour, and every run's ``overall`` line gives its CPU
+time as a multiple of it (``x_decode``) beside ``video_h_per_cpu_h``.
+
 ``shared-decode``: quality + embed + latent actions on the same clips, one pass vs one pass per stage.
 The clips come from real recordings (``../shared/data``, 1080p EgoDex and Aria footage among them),
 ingested and cut into fixed windows once. Then the three per-clip stages that read frames run twice
@@ -160,6 +166,36 @@ def shared_decode(args: argparse.Namespace, work: Path) -> None:
         }))  # fmt: skip
 
 
+def plain_decode(path: str) -> tuple[float, float, int]:
+    """(CPU seconds, video seconds, frames) of decoding every frame of `path` with PyAV on one thread,
+    converting nothing: the least work any stage that looks at every frame can do."""
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        video_s = float(container.duration or 0) / 1_000_000
+        start, frames = time.thread_time(), 0
+        for _frame in container.decode(stream):
+            frames += 1
+        return time.thread_time() - start, video_s, frames
+
+
+def decode_yardstick(srcs: list[str], base: int, scales: list[int]) -> dict[str, float]:
+    """Plain-decode CPU seconds of every input (after one untimed decode), one line per scale."""
+    plain_decode(srcs[0])  # libav's first-use setup and the page cache, paid before timing
+    measured = {path: plain_decode(path) for path in srcs}
+    for scale in scales:
+        chosen = [measured[p] for p in srcs[: base * scale]]
+        cpu_s, video_s = sum(m[0] for m in chosen), sum(m[1] for m in chosen)
+        print(json.dumps({
+            "bench": "decode_yardstick", "scale": scale, "videos": len(chosen), "video_s": round(video_s, 1),
+            "frames": sum(m[2] for m in chosen), "cpu_s": round(cpu_s, 3),
+            "video_h_per_cpu_h": round(video_s / cpu_s, 2),
+        }), flush=True)  # fmt: skip
+    return {path: m[0] for path, m in measured.items()}
+
+
 def throughput_mode(args: argparse.Namespace, work: Path) -> None:
     """The CPU stages on 1x/4x/16x a base set, per engine (the ``throughput`` mode)."""
     from throughput import derive, plan_segments, run_all
@@ -176,7 +212,8 @@ def throughput_mode(args: argparse.Namespace, work: Path) -> None:
             srcs.append(str(path))
     else:
         srcs = derive(plan_segments(Path(args.source), args.base * max(scales), args.segment_s))
-    run_all(work, srcs, args.base, scales, engines, args.cores)
+    decode_cpu = decode_yardstick(srcs, args.base, scales)
+    run_all(work, srcs, args.base, scales, engines, args.cores, decode_cpu_s=decode_cpu)
 
 
 def _interrupted(signum: int, frame: object) -> None:

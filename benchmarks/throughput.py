@@ -227,7 +227,18 @@ def scale_lines(engine: str, cores: int, scale: int, run: dict) -> Iterator[dict
            "wall_s": round(run["wall_s"], 2), "process_s": round(process, 2),
            "video_h_per_core_h": round(hours / core_h, 2), "load_avg_1m": round(os.getloadavg()[0], 2),
            "cpu_s": round(run["cpu_s"], 2), "video_h_per_cpu_h": round(run["video_s"] / run["cpu_s"], 2),
-           "overhead": round(overhead(run["wall_s"], process, workers), 3)}  # fmt: skip
+           "overhead": round(overhead(run["wall_s"], process, workers), 3),
+           **_against_decode(run)}  # fmt: skip
+
+
+def _against_decode(run: dict) -> dict:
+    """The run's CPU time as a multiple of a plain decode of its inputs, when that was measured."""
+    if not run.get("decode_cpu_s"):
+        return {}
+    return {
+        "decode_cpu_s": round(run["decode_cpu_s"], 3),
+        "x_decode": round(run["cpu_s"] / run["decode_cpu_s"], 2),
+    }
 
 
 def scaling_lines(engine: str, runs: dict[int, dict]) -> Iterator[dict]:
@@ -257,16 +268,21 @@ def _emit(line: dict) -> None:
 
 
 def run_all(
-    work: Path, srcs: list[str], base: int, scales: list[int], engines: list[str], cores: int
-) -> None:
+    work: Path, srcs: list[str], base: int, scales: list[int], engines: list[str], cores: int,
+    decode_cpu_s: dict[str, float] | None = None,
+) -> None:  # fmt: skip
     """Each scale on every engine (fresh catalogs), smallest first, a line as each run ends; the fitted
-    exponents last, over the scales that finished (also when the run is interrupted)."""
+    exponents last, over the scales that finished (also when the run is interrupted). With
+    `decode_cpu_s` (a plain decode's CPU seconds per input), each run's CPU time is also given as a
+    multiple of that of its inputs (`x_decode`)."""
     measure(work / "warmup", srcs[:base], "local", cores)  # imports, models, page cache: untimed
     runs: dict[str, dict[int, dict]] = {engine: {} for engine in engines}
     try:
         for scale in scales:
             for engine in engines:
                 run = measure(work / f"{engine}-{scale}x", srcs[: base * scale], engine, cores)
+                if decode_cpu_s is not None:
+                    run["decode_cpu_s"] = sum(decode_cpu_s[p] for p in srcs[: base * scale])
                 runs[engine][scale] = run
                 for line in scale_lines(engine, cores, scale, run):
                     _emit(line)

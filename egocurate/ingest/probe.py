@@ -1,9 +1,12 @@
 """Probe a video's metadata and classify why a file cannot be used.
 
-The primary backend is ffprobe through ffmpeg-python. When no ffprobe is on PATH (imageio-ffmpeg
-ships only ffmpeg), or the uri is an object-store URL, PyAV reads the same fields from the same
-libav* demuxers. Both backends then decode one frame near the end of the file, which catches
-truncated files whose header still claims the full duration.
+PyAV is the default backend: it reads the fields in-process from the same libav* demuxers ffprobe
+uses, so a file costs no process start (~0.17 CPU-s per ffprobe run). `ffprobe` (through
+ffmpeg-python) is the reference backend, and the fallback when PyAV cannot open a local file: then
+ffprobe names what is wrong with it (`truncated`, `audio_only`, ...), or, when ffprobe does read
+it, the file is `unreadable` because every stage decodes with PyAV. Either backend then checks the
+tail with PyAV (one frame decoded from the keyframe before the last second, packets demuxed to
+within 2 s of the end), which catches truncated files whose header still claims the full length.
 """
 
 from __future__ import annotations
@@ -231,19 +234,9 @@ def _open_av(source: Any):
         raise ProbeError(_classify_open_error(str(exc), head), str(exc)) from None
 
 
-def _pyav_rotation(container: Any, stream: Any) -> int:
-    """Rotation of the first decoded frame (PyAV applies the display matrix per frame)."""
-    import av
-
-    try:
-        for frame in container.decode(stream):
-            return _norm_rotation(getattr(frame, "rotation", 0) or 0)
-    except av.error.FFmpegError:
-        return 0
-    return 0
-
-
 def _probe_pyav(container: Any) -> VideoInfo:
+    """The stream's fields from the container header; `rotation` is filled in by :func:`_check_tail`,
+    which decodes a frame anyway (PyAV exposes the display matrix per frame, not per stream)."""
     video = [
         s for s in container.streams.video if not (s.disposition and "attached_pic" in str(s.disposition))
     ]
@@ -265,7 +258,7 @@ def _probe_pyav(container: Any) -> VideoInfo:
         int(cc.height or 0),
         str(cc.name or "unknown"),
         cc.format.name if cc.format is not None else None,
-        _pyav_rotation(container, vs),
+        0,
         bool(audio),
         int(container.bit_rate) if container.bit_rate else None,
     )
@@ -302,29 +295,46 @@ def _timestamps_vary(container: Any, packets: int = 240) -> bool:
     return uneven > 0.05 * len(deltas)  # a dropped frame or two is not a variable-rate stream
 
 
-def _check_tail(container: Any, info: VideoInfo) -> None:
-    """Decode one frame in the last second; a truncated file has header but no data there."""
+def _check_tail(container: Any, info: VideoInfo) -> int:
+    """Prove the data reaches the last seconds; return the display rotation of the frame decoded there.
+
+    Seek to the keyframe before the final second, decode until one frame comes out (the data there
+    is a picture), then only demux until a packet stamped within 2 s of the end: a truncated file
+    has a header but no packets there. Demuxing rather than decoding the rest keeps a long GOP
+    (a keyframe every 10 s) from costing hundreds of decoded frames per file.
+    """
     import av
 
     vs = container.streams.video[0]
     target_s = max(0.0, info.duration_s - 1.0)
+    time_base = float(vs.time_base) if vs.time_base else 0.0
+    rotation = None
+    last_s = -1.0
     try:
-        if vs.time_base:
-            container.seek(int(target_s / float(vs.time_base)), stream=vs, backward=True, any_frame=False)
-        last_pts_s = -1.0
-        for frame in container.decode(vs):
-            if frame.time is not None:
-                last_pts_s = float(frame.time)
-            if last_pts_s >= target_s - 1.0:
+        if time_base:
+            container.seek(int(target_s / time_base), stream=vs, backward=True, any_frame=False)
+        for packet in container.demux(vs):
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if stamp is not None and time_base:
+                last_s = max(last_s, stamp * time_base)
+            if rotation is None:
+                for frame in packet.decode():
+                    rotation = _norm_rotation(getattr(frame, "rotation", 0) or 0)
+                    if frame.time is not None:
+                        last_s = max(last_s, float(frame.time))
+                    break
+            if rotation is not None and last_s >= target_s - 1.0:
                 break
     except av.error.FFmpegError as exc:
         raise ProbeError(tables.TRUNCATED, f"cannot decode near the end: {exc}") from None
-    # A frame within 2 s of the end proves the data reaches there (keyframe distance is bounded by the seek).
-    if last_pts_s < target_s - 1.0:
+    if last_s < target_s - 1.0:
         raise ProbeError(
             tables.TRUNCATED,
-            f"header says {info.duration_s:.2f}s but no frame decodes after {max(last_pts_s, 0):.2f}s",
+            f"header says {info.duration_s:.2f}s but the data ends at {max(last_s, 0):.2f}s",
         )
+    if rotation is None:
+        raise ProbeError(tables.TRUNCATED, f"no frame decodes near the end ({target_s:.2f}s)")
+    return rotation
 
 
 def _open_source(uri: str, storage_options: dict | None) -> tuple[Any, Any]:
@@ -337,8 +347,31 @@ def _open_source(uri: str, storage_options: dict | None) -> tuple[Any, Any]:
     return (uri[len("file://") :] if uri.startswith("file://") else uri), None
 
 
+def _ffprobe_diagnosis(local_path: str, pyav_error: ProbeError) -> ProbeError:
+    """The error to report for a local file PyAV cannot open, asking ffprobe (the fallback).
+
+    ffprobe's own refusal is reported as it is (it was the primary backend, so quarantines say what
+    they always said); a file ffprobe reads but PyAV cannot is `unreadable`, because every stage
+    decodes with PyAV.
+    """
+    try:
+        info = _probe_ffprobe(local_path)
+    except ProbeError as exc:
+        return exc
+    return ProbeError(
+        tables.UNREADABLE,
+        f"ffprobe reads a {info.codec} {info.width}x{info.height} video, but PyAV, which every stage "
+        f"decodes with, cannot open it: {pyav_error.message}",
+    )
+
+
 def probe(uri: str, backend: Backend = "auto", storage_options: dict | None = None) -> VideoInfo:
-    """Metadata of the video at `uri`; raises :class:`ProbeError` with a kind for unusable files."""
+    """Metadata of the video at `uri`; raises :class:`ProbeError` with a kind for unusable files.
+
+    `auto` (the default) probes in-process with PyAV and asks ffprobe only about a local file PyAV
+    cannot open; `pyav` never runs ffprobe; `ffprobe` takes the fields from ffprobe (the reference)
+    and checks the tail with PyAV.
+    """
     remote = "://" in uri and not uri.startswith("file://")
     local_path = None if remote else (uri[len("file://") :] if uri.startswith("file://") else uri)
     if local_path is not None:
@@ -348,21 +381,26 @@ def probe(uri: str, backend: Backend = "auto", storage_options: dict | None = No
             raise ProbeError(tables.ZERO_LENGTH, "the file is empty (0 bytes)")
     if backend not in ("auto", "ffprobe", "pyav"):
         raise ValueError(f"backend must be one of 'auto', 'ffprobe', 'pyav', got {backend!r}")
-    use_ffprobe = backend == "ffprobe" or (backend == "auto" and ffprobe_exe() is not None and not remote)
     if backend == "ffprobe" and (remote or ffprobe_exe() is None):
         raise ValueError("the ffprobe backend needs a local file and an ffprobe binary on PATH")
-    info = _probe_ffprobe(local_path) if use_ffprobe else None
+    info = _probe_ffprobe(local_path) if backend == "ffprobe" else None
     source, handle = _open_source(uri, storage_options)
     try:
         if remote and handle is not None and getattr(handle, "size", None) == 0:
             raise ProbeError(tables.ZERO_LENGTH, "the file is empty (0 bytes)")
-        container = _open_av(source)
+        try:
+            container = _open_av(source)
+        except ProbeError as exc:
+            if backend == "auto" and local_path is not None and ffprobe_exe() is not None:
+                raise _ffprobe_diagnosis(local_path, exc) from None
+            raise
         try:
             if info is None:
                 info = _probe_pyav(container)
-                container.seek(0)
             info.is_vfr = info.is_vfr or _timestamps_vary(container)
-            _check_tail(container, info)
+            rotation = _check_tail(container, info)
+            if info.probe_backend == "pyav":
+                info.rotation = rotation
         finally:
             container.close()
     finally:

@@ -77,7 +77,7 @@ class ProbeStage(BaseStage):
         self.resources = Resources(cpus=1, batch_size=batch_size)
 
     def setup(self) -> None:
-        """Nothing to load: ffprobe and PyAV open per file."""
+        """Nothing to load: PyAV (and ffprobe, when chosen or as the fallback) opens each file."""
 
     def _row(self, row: dict) -> dict:
         out = {k: row.get(k) for k in ("uri", *_META_COLUMNS)}

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
@@ -45,3 +47,13 @@ def test_pipeline_throughput_reports_every_stage_at_every_scale():
     assert all(r["rows_out"] > 0 for r in work)
     fits = {line["stage"]: line["exponent"] for line in lines if line.get("bench") == "throughput_scaling"}
     assert set(fits) == stages and all(isinstance(v, float) for v in fits.values())
+    # The yardstick: a plain decode of the same inputs, and each run's CPU time as a multiple of it.
+    yardstick = {line["scale"]: line for line in lines if line.get("bench") == "decode_yardstick"}
+    assert set(yardstick) == {1, 2}
+    for scale, line in yardstick.items():
+        assert line["videos"] == by_scale[scale]["videos"] and line["cpu_s"] > 0
+        assert line["frames"] == line["videos"] * 60  # 2 scenes x 3 s at 10 fps, every frame decoded
+        assert line["video_s"] == pytest.approx(by_scale[scale]["video_s"], abs=0.2)
+        overall = by_scale[scale]
+        assert overall["decode_cpu_s"] == pytest.approx(line["cpu_s"], abs=0.002)
+        assert overall["x_decode"] == pytest.approx(overall["cpu_s"] / overall["decode_cpu_s"], rel=0.02)
