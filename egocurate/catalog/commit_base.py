@@ -18,10 +18,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from egocurate.catalog.log import entry_name
+
+
+def sorted_keys(values: pa.Array) -> np.ndarray:
+    """Keys as a sorted fixed-width bytes array: ~key-length bytes each, searched in O(log n)."""
+    return np.sort(np.asarray(values.drop_null().to_numpy(zero_copy_only=False).astype("S")))
 
 
 class DamagedLogError(RuntimeError):
@@ -44,6 +50,32 @@ class CommitBase:
     foreign: list[pa.Table] = field(default_factory=list)  # key columns of files others added
     files_read: int = 0
     dt: object | None = None  # the writer's DeltaTable, advanced incrementally
+    # Merging writers (ingest's fold): the keys the table held at `version` plus those this writer
+    # committed since, as sorted runs of fixed-width bytes (merged like a binary counter, so a
+    # lookup is O(log² n) and adding is amortised O(log n)); None for other writers.
+    known: list[np.ndarray] | None = None
+
+    def knows_any(self, keys: pa.Array) -> bool:
+        """Whether any of `keys` was in the table at the base version or committed by this writer."""
+        if not self.known or len(keys) == 0:
+            return False
+        wanted = np.asarray(keys.to_numpy(zero_copy_only=False).astype("S"))
+        for run in self.known:
+            if len(run) == 0:
+                continue
+            at = np.minimum(np.searchsorted(run, wanted), len(run) - 1)
+            if np.any(run[at] == wanted):
+                return True
+        return False
+
+    def remember(self, keys: pa.Array) -> None:
+        """Add keys this writer committed (own files are never read back as foreign)."""
+        if self.known is None or len(keys) == 0:
+            return
+        self.known.append(sorted_keys(keys))
+        while len(self.known) > 1 and len(self.known[-2]) <= 2 * len(self.known[-1]):
+            last, before = self.known.pop(), self.known.pop()
+            self.known.append(np.sort(np.concatenate([before, last])))
 
     def __post_init__(self) -> None:
         if self.cursor == -2:

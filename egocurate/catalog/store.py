@@ -32,6 +32,7 @@ from egocurate.catalog.commit_base import (
     ExpiredLogError,
     foreign_adds,
     load_foreign,
+    sorted_keys,
 )
 from egocurate.catalog.log import LOG_DIR, damaged_versions
 from egocurate.catalog.tables import TableSpec
@@ -64,6 +65,10 @@ class VacuumRetentionError(ValueError):
 # has written but not committed yet (Delta's own default deletedFileRetentionDuration, one week).
 MIN_VACUUM_RETENTION_HOURS = 168
 ORPHAN_GRACE_HOURS = 1  # a part never referenced by the log this old has no live writer (driver)
+
+
+class KeysPresentError(RuntimeError):
+    """A commit that must not drop rows found some of its keys present (the writer folds instead)."""
 
 
 class CommitConflictError(RuntimeError):
@@ -677,14 +682,50 @@ class Catalog:
             out.append(_key_tuples(have, cols))
         return out
 
-    def commit_base(self, name: str, fixed: dict[str, str] | None = None) -> CommitBase:
+    def commit_base(
+        self, name: str, fixed: dict[str, str] | None = None, key_column: str | None = None
+    ) -> CommitBase:
         """A base for a writer whose plan was checked against the table's current version (call it
         before the anti-join reads the table); `fixed` names columns whose value the writer's rows
-        all share (the ledger's `stage`), so files of other values are never read."""
+        all share (the ledger's `stage`), so files of other values are never read. A merging
+        writer (ingest's fold) names its `key_column`: the keys of that version are kept, sorted
+        (~key length in bytes each), so :meth:`commit_or_fold` folds only when a key exists."""
         dt = self.table(name)
         if dt is None:
             raise CatalogReadError(name, self.root, None, "a commit base needs the table to exist")
-        return CommitBase(name, int(dt.version()), dict(fixed or {}), dt=dt)
+        base = CommitBase(name, int(dt.version()), dict(fixed or {}), dt=dt)
+        if key_column is not None:
+            with self.reading(name):
+                keys = dt.to_pyarrow_dataset().to_table(columns=[key_column]).column(0).combine_chunks()
+            base.known = [sorted_keys(keys.cast(pa.string()))]
+        return base
+
+    def commit_or_fold(
+        self, spec: TableSpec, parts: list[PartFile], fold: Any, operation: str, base: CommitBase | None
+    ) -> int | None:
+        """Commit a merging stage's parts: appended as they are when none of their keys exists
+        (the base's keys, files others added since, and within the parts), else folded into the
+        existing rows by :meth:`upsert`. The append checks only what others added since the base,
+        so its cost does not grow with the table; only a commit holding a duplicate pays for the
+        keyed overwrite's scan of the table."""
+        incoming = self.read_parts(parts)
+        if incoming is None:
+            return None
+        keys = incoming.column(spec.key).combine_chunks()
+        distinct = pc.count_distinct(keys).as_py() == len(keys)
+        if base is not None and base.known is not None and distinct and not base.knows_any(keys):
+            try:
+                version = self.commit_parts(spec, parts, operation, unique=[(spec.key,)], base=base,
+                                            refuse_present=True)  # fmt: skip
+                base.remember(keys)
+                return version
+            except KeysPresentError:
+                pass  # another writer committed one of these keys since the base: fold
+        version = self.upsert(spec, incoming, operation=operation, fold=fold)
+        self.discard_parts(parts)  # the overwrite wrote its own files: these stay unused
+        if base is not None:
+            base.remember(keys)
+        return version
 
     @staticmethod
     def _keep_mask(data: pa.Table, unique: Sequence[Sequence[str]], present: list[set[tuple]]) -> list[bool]:
@@ -717,8 +758,12 @@ class Catalog:
         operation: str = "stage",
         unique: Sequence[Sequence[str]] | None = None,
         base: CommitBase | None = None,
+        refuse_present: bool = False,
     ) -> int | None:
         """Make worker-written Parquet parts visible in a single Delta transaction, idempotent by key.
+
+        `refuse_present`: raise :class:`KeysPresentError` (committing nothing) instead of dropping
+        rows whose key is present, for a writer that must fold them instead.
 
         With a `base` (a driver whose plan anti-joined its input at the base's version), the keys
         are checked only against files others added since (a cost independent of the table's size);
@@ -746,7 +791,9 @@ class Catalog:
             self.ensure(spec)
         written: list[str] = []
         referenced: set[str] = set()
-        version = self._commit_unique(spec, pieces, incoming, unique, operation, written, referenced, base)
+        version = self._commit_unique(
+            spec, pieces, incoming, unique, operation, written, referenced, base, refuse_present
+        )
         if base is not None:
             base.own.update(referenced)
         # Parts this commit did not reference (rows already present, filtered copies of a lost
@@ -773,6 +820,7 @@ class Catalog:
         written: list[str],
         referenced: set[str],
         base: CommitBase | None = None,
+        refuse_present: bool = False,
     ) -> int | None:
         """The compare-and-swap loop of :meth:`commit_parts`; fills `written` and `referenced`."""
         for attempt in range(COMMIT_ATTEMPTS):
@@ -787,6 +835,10 @@ class Catalog:
                 except Exception:  # noqa: BLE001 - entries it would replay were cleaned up: reload
                     dt = base.dt = self.table(spec.name)
                 present = self._present_since(base, incoming, unique)
+            if refuse_present and any(present):
+                raise KeysPresentError(
+                    f"table {spec.name!r}: {sum(map(len, present))} key(s) already present"
+                )
             actions = []
             now_ms = int(time.time() * 1000)
             offset = 0

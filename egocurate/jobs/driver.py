@@ -179,13 +179,10 @@ class _Committer:
             # Stages whose output key is not their input key (many uris -> one video) may collide
             # with rows already committed; those fold into the existing row (a keyed overwrite,
             # re-folded on top of whatever version the commit lands on).
-            incoming = self.catalog.read_parts(parts)
-            if incoming is None:
-                return
-            version = self.catalog.upsert(
-                self.spec, incoming, operation=self.stage.name, fold=self.stage.merge_duplicates
+            # Without a colliding key the parts are appended (the cost of a plain commit).
+            version = self.catalog.commit_or_fold(
+                self.spec, parts, self.stage.merge_duplicates, self.stage.name, self.bases.get(self.spec.name)
             )
-            self.catalog.discard_parts(parts)  # the overwrite wrote its own files: these stay unused
         if version is not None:
             self.summary.versions[self.spec.name] = version
 
@@ -256,15 +253,16 @@ def commit_bases(catalog: Catalog, stage: Stage) -> dict[str, CommitBase]:
     """What the stage's commits check keys against: the versions its anti-join is about to read.
 
     Taken before the anti-join, so any key committed after it is in a file the commits will read.
-    Merging stages (ingest's fold) commit by keyed overwrite and need no base for their table.
+    Merging stages (ingest's fold) keep their table's keys at the base, so they fold (a keyed
+    overwrite) only when a key exists and append otherwise.
     """
     fixed = {"stage": stage.name}
     bases = {
         tables.LEDGER.name: catalog.commit_base(tables.LEDGER.name, fixed),
         tables.QUARANTINE.name: catalog.commit_base(tables.QUARANTINE.name, fixed),
     }
-    if not stage.merges_duplicates:
-        bases[stage.output_table] = catalog.commit_base(stage.output_table)
+    key = tables.spec_for(stage.output_table).key if stage.merges_duplicates else None
+    bases[stage.output_table] = catalog.commit_base(stage.output_table, key_column=key)
     return bases
 
 
