@@ -11,8 +11,10 @@ from typing import Literal
 
 import pyarrow as pa
 
-from egocurate.annotate.frames import clip_frames, strip
+from egocurate.annotate.frames import strip
 from egocurate.catalog import tables
+from egocurate.media.encode import clip_stills
+from egocurate.media.source import clip_source
 from egocurate.stage_base import BaseStage, Resources
 
 DEFAULT_PROMPT = "Describe in one short sentence what the person's hands are doing and where."
@@ -25,7 +27,7 @@ class CaptionStage(BaseStage):
     name = "captions"
     input_key = "clip_id"
     output_table = "clip_captions"
-    reads = ('uri', 'start_frame', 'end_frame')
+    reads = ("uri", "start_frame", "end_frame")
 
     def __init__(
         self,
@@ -103,7 +105,7 @@ class CaptionStage(BaseStage):
         images, good, errors = [], [], []
         for row in rows:
             try:
-                images.append(strip(clip_frames(row, self.frames, self.short_side)))
+                images.append(strip(clip_stills(clip_source(row), self.frames, self.short_side)))
                 good.append(row)
             except Exception as exc:  # one unreadable clip must not fail the batch
                 errors.append((row, f"{type(exc).__name__}: {exc}"))

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from egocurate.annotate.frames import clip_frames
 from egocurate.annotate.stats import MS_PER_HOUR, CorpusStats, StatRow, format_duration
+from egocurate.media.encode import clip_stills
+from egocurate.media.source import clip_source
 
 THUMB_SHORT_SIDE = 144
 
@@ -199,7 +200,7 @@ def thumbnail(row: dict[str, Any]) -> str | None:
     from PIL import Image
 
     try:
-        frame = clip_frames(row, 1, THUMB_SHORT_SIDE)[0]
+        frame = clip_stills(clip_source(row), 1, THUMB_SHORT_SIDE)[0]
     except Exception:  # a missing or unreadable video: the report shows a note instead
         return None
     image = Image.fromarray(np.ascontiguousarray(frame))

@@ -1,5 +1,6 @@
-"""Helpers over one row of the clip view, shared by shards and exports: where to decode a clip
-from, its quality scores, and its stored latent actions aligned to the frames a consumer renders."""
+"""Helpers over one row of the clip view, shared by shards and exports: its quality scores, and its
+stored latent actions aligned to the frames a consumer renders (where to decode a clip from is
+``media.source.clip_source``)."""
 
 from __future__ import annotations
 
@@ -31,24 +32,6 @@ def quality_scores(view_row: Mapping[str, Any]) -> list[tuple[str, float]]:
     return out
 
 
-def source_span(view_row: Mapping[str, Any]) -> tuple[str, int, int, float, tuple[int, int] | None]:
-    """(uri, start frame, end frame, fps, (width, height)) to decode a clip from."""
-    fps = float(first_present(view_row.get("fps"), view_row.get("video_fps"), 30.0))
-    clip_uri = view_row.get("clip_uri")
-    if clip_uri:
-        n = int(view_row.get("num_frames") or 0)
-        size = (view_row.get("width"), view_row.get("height"))
-        return clip_uri, 0, n, fps, size if all(size) else None
-    size = (view_row.get("video_width"), view_row.get("video_height"))
-    return (
-        view_row["uri"],
-        int(view_row["start_frame"]),
-        int(view_row["end_frame"]),
-        fps,
-        size if all(size) else None,
-    )
-
-
 def align_latent_actions(
     data: bytes | None, shape: list[int] | None, lam_stride: int | None, offsets: list[int]
 ) -> tuple[np.ndarray | None, str | None]:
@@ -75,8 +58,8 @@ def align_latent_actions(
 def clip_source_frames(view_row: Mapping[str, Any], offsets: list[int]) -> np.ndarray:
     """Source-video frame numbers of a clip's rendered `offsets` (what real actions are indexed by).
 
-    Offsets count frames of what ``source_span`` decodes: the source itself for a virtual clip, the
-    transcoded clip file (at the clip's own rate) otherwise.
+    Offsets count frames of what ``media.source.clip_source`` names: the source itself for a virtual
+    clip, the transcoded clip file (at the clip's own rate) otherwise.
     """
     start = int(view_row.get("start_frame") or 0)
     offsets_arr = np.asarray(offsets, dtype=np.float64)

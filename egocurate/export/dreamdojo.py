@@ -30,11 +30,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from egocurate.catalog.rows import first_present, source_span
+from egocurate.catalog.rows import first_present
 from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, select_clips, split_for
 from egocurate.catalog.store import Catalog
 from egocurate.export.common import ExportReport, Staging, check_fps, write_atomic
-from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, render_rate_plan
+from egocurate.media.encode import encode_mp4, ordered_map, render_clip, render_rate_plan
+from egocurate.media.source import clip_source
 
 DROPPED_WORDS = ("left", "right", "resize", "pad")
 ROUTING_WORDS = ("g1", "gr1", "yam", "agibot", "droid", "egodex_21", "xdof")
@@ -98,12 +99,11 @@ def render_export_clip(
     See ``media.encode.render_rate_plan``: `fps` None is the latent-action model's rate, as in shards; a
     source below `fps` keeps its own rate or is refused (`low_fps`), never frame-duplicated.
     """
-    uri, start, end, src_fps, size = source_span(view_row)
-    offsets, out_fps = render_rate_plan(end - start, src_fps, fps, lam_stride, low_fps)
+    clip = clip_source(view_row)
+    offsets, out_fps = render_rate_plan(clip.num_frames, clip.fps, fps, lam_stride, low_fps)
     if len(offsets) < min_frames:
         raise ValueError(f"{len(offsets)} frames at {out_fps:g} fps < {min_frames}")
-    frames = iter_source_frames(uri, [start + o for o in offsets], width, height, size)
-    return encode_mp4(frames, out_fps, crf=crf), offsets, out_fps
+    return encode_mp4(render_clip(clip, offsets, width, height), out_fps, crf=crf), offsets, out_fps
 
 
 def export_dreamdojo(

@@ -7,16 +7,11 @@ reads hard-coded per-embodiment video keys (such as ``ego_view_freq20``) and nee
 columns, which egocentric video does not have. Train DreamDojo on human video from the MP4 export
 or, with the precomputed latent actions, from shards (``egocurate.integrations.dreamdojo``).
 
-Layout::
-
-    meta/info.json              codebase_version v2.1, features, path templates, fps, splits
-    meta/episodes.jsonl         {"episode_index", "tasks", "length"} per episode
-    meta/episodes_stats.jsonl   per-episode feature statistics (v2.1)
-    meta/tasks.jsonl            {"task_index", "task"}
-    meta/stats.json             dataset statistics (mean/std/min/max/q01/q99) per numeric feature
-    meta/modality.json          GR00T modality map: action, video, annotation
-    data/chunk-000/episode_000000.parquet
-    videos/chunk-000/observation.images.ego_view/episode_000000.mp4
+Layout: lerobot's v2.1 one, defined once in ``egocurate.lerobot_layout`` (the LeRobot reader of
+ingest and the test writer use the same definitions), with one camera, ``observation.images.ego_view``;
+``meta/stats.json`` holds mean/std/min/max/q01/q99 per numeric feature and for the video. Besides
+lerobot's files, ``meta/modality.json`` (GR00T's modality map: action, video, annotation), the
+episode -> clip sidecar and the export marker.
 
 Row t of an episode holds the action taken at frame t (towards t+1). Its source is chosen per
 episode from a preference order (``export.actions``): recorded robot actions (``real``), an IDM's
@@ -36,7 +31,6 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from egocurate.catalog.rows import first_present, source_span
+from egocurate.catalog.rows import first_present
 from egocurate.catalog.selection import DEFAULT_QUERY, catalog_version, select_clips, split_for
 from egocurate.catalog.store import Catalog
 from egocurate.export.actions import (
@@ -56,22 +50,30 @@ from egocurate.export.actions import (
     plan_actions,
 )
 from egocurate.export.common import ExportReport, Staging, check_fps, write_atomic
-from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, render_rate_plan
+from egocurate.lerobot_layout import (
+    ACTION_KEY,
+    EPISODES,
+    EPISODES_STATS,
+    INDEX_FEATURES,
+    INFO,
+    STATS,
+    TASKS,
+    data_file,
+    info_json,
+    jsonl,
+    scalar_feature,
+    vector_feature,
+    video_feature,
+    video_file,
+)
+from egocurate.media.encode import encode_mp4, ordered_map, render_clip, render_rate_plan
+from egocurate.media.source import clip_source
 
-CODEBASE_VERSION = "v2.1"
 VIDEO_KEY = "observation.images.ego_view"
-DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
-VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
-TASK_COLUMN = "annotation.human.task_description"
+TASK_COLUMN = "annotation.human.task_description"  # GR00T's task annotation, beside task_index
 LATENT_DIM = 32
-SCALARS = {
-    "timestamp": "float32",
-    "frame_index": "int64",
-    "episode_index": "int64",
-    "index": "int64",
-    "task_index": "int64",
-    TASK_COLUMN: "int64",
-}
+SCALARS = {**INDEX_FEATURES, TASK_COLUMN: "int64"}
+MODALITY = "meta/modality.json"
 MARKER = "meta/egocurate_export.json"
 SIDECAR = "meta/egocurate_episodes.parquet"  # episode -> clip_id (also how a re-export compares)
 SPLIT_ORDER = {"train": 0, "val": 1}
@@ -82,35 +84,16 @@ def features(
 ) -> dict[str, Any]:
     """The `features` block of info.json."""
     out: dict[str, Any] = {
-        VIDEO_KEY: {
-            "dtype": "video",
-            "shape": [height, width, 3],
-            "names": ["height", "width", "channel"],
-            "info": {
-                "video.height": height,
-                "video.width": width,
-                "video.codec": "h264",
-                "video.pix_fmt": "yuv420p",
-                "video.is_depth_map": False,
-                "video.fps": fps,
-                "video.channels": 3,
-                "has_audio": False,
-            },
-        },
-        "action": {
-            "dtype": "float32",
-            "shape": [action_dim],
-            "names": names or [f"latent_{i}" for i in range(action_dim)],
-        },
+        VIDEO_KEY: video_feature(height, width, fps),
+        ACTION_KEY: vector_feature(action_dim, names or [f"latent_{i}" for i in range(action_dim)]),
     }
-    for name, dtype in SCALARS.items():
-        out[name] = {"dtype": dtype, "shape": [1], "names": None}
+    out.update({name: scalar_feature(dtype) for name, dtype in SCALARS.items()})
     return out
 
 
 def data_schema(action_dim: int = LATENT_DIM) -> pa.Schema:
     """Arrow schema of an episode's parquet (as HF datasets writes LeRobot features)."""
-    fields = [("action", pa.list_(pa.float32(), action_dim))]
+    fields = [(ACTION_KEY, pa.list_(pa.float32(), action_dim))]
     fields += [(name, pa.float32() if dtype == "float32" else pa.int64()) for name, dtype in SCALARS.items()]
     return pa.schema(fields)
 
@@ -214,15 +197,15 @@ def render_episode(
     The dataset has one frame rate, so a source slower than `fps` is refused (``LowFrameRate``),
     never frame-duplicated up to it.
     """
-    uri, start, end, src_fps, size = source_span(view_row)
-    offsets, _ = render_rate_plan(end - start, src_fps, fps, None, "refuse")
+    clip = clip_source(view_row)
+    offsets, _ = render_rate_plan(clip.num_frames, clip.fps, fps, None, "refuse")
     if len(offsets) < min_frames:
         raise ValueError(f"{len(offsets)} frames at {fps:g} fps < {min_frames}")
-    action = episode_actions(source, view_row, rows, offsets, end - start, dim)
+    action = episode_actions(source, view_row, rows, offsets, clip.num_frames, dim)
     stats = ImageStats()
 
     def frames():
-        for chunk in iter_source_frames(uri, [start + o for o in offsets], width, height, size):
+        for chunk in render_clip(clip, offsets, width, height):
             stats.update(chunk)
             yield chunk
 
@@ -330,13 +313,12 @@ def _export(
             report.skipped[row["clip_id"]] = f"{type(result).__name__}: {result}"
             continue
         episode = len(episodes)
-        chunk = episode // chunks_size
         label = first_present(row.get("task"), row.get("task_text"), "untitled")
         task_index = tasks.setdefault(label, len(tasks))
         length = len(result["offsets"])
         frame_index = np.arange(length, dtype=np.int64)
         columns = {
-            "action": result["actions"],
+            ACTION_KEY: result["actions"],
             "timestamp": (frame_index / fps).astype(np.float32),
             "frame_index": frame_index,
             "episode_index": np.full(length, episode, dtype=np.int64),
@@ -346,23 +328,23 @@ def _export(
         }
         table = pa.table(
             {
-                "action": pa.FixedSizeListArray.from_arrays(pa.array(result["actions"].ravel()), plan.dim),
+                ACTION_KEY: pa.FixedSizeListArray.from_arrays(pa.array(result["actions"].ravel()), plan.dim),
                 **{name: pa.array(columns[name]) for name in SCALARS},
             },
             schema=data_schema(plan.dim),
         )
-        data_path = staging.file(DATA_PATH.format(episode_chunk=chunk, episode_index=episode))
+        data_path = staging.file(data_file(episode, chunks_size))
         data_path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, data_path)
         write_atomic(
-            staging.file(VIDEO_PATH.format(episode_chunk=chunk, video_key=VIDEO_KEY, episode_index=episode)),
+            staging.file(video_file(episode, VIDEO_KEY, chunks_size)),
             result["video"],
         )
         action = result["action"]
         episodes.append(
             {"episode_index": episode, "tasks": [label], "length": length, "action_source": action["source"]}
         )
-        stats = {"action": array_stats(result["actions"]), VIDEO_KEY: result["image_stats"]}
+        stats = {ACTION_KEY: array_stats(result["actions"]), VIDEO_KEY: result["image_stats"]}
         for name in SCALARS:
             stats[name] = array_stats(columns[name][:, None])
             all_scalars[name].append(columns[name])
@@ -393,8 +375,7 @@ def _export(
         index += length
         report.written += 1
 
-    meta = root / "meta"
-    meta.mkdir(parents=True, exist_ok=True)
+    (root / INFO).parent.mkdir(parents=True, exist_ok=True)
     total = len(episodes)
     fps_value: float | int = int(fps) if float(fps).is_integer() else float(fps)
     splits, first = {}, 0
@@ -402,32 +383,28 @@ def _export(
         splits[name] = f"{first}:{first + count}"
         first += count
     splits = splits or {"train": "0:0"}
-    info = {
-        "codebase_version": CODEBASE_VERSION,
-        "robot_type": robot_type,
-        "total_episodes": total,
-        "total_frames": index,
-        "total_tasks": len(tasks),
-        "total_videos": total,
-        "total_chunks": -(-total // chunks_size) if total else 0,
-        "chunks_size": chunks_size,
-        "fps": fps_value,
-        "splits": splits,
-        "data_path": DATA_PATH,
-        "video_path": VIDEO_PATH,
-        "features": features(fps_value, width, height, plan.dim, plan.names),
-        "egocurate_action": action_provenance(sidecar, plan),
-    }
-    (meta / "info.json").write_text(json.dumps(info, indent=4))
-    _jsonl(meta / "episodes.jsonl", episodes)
-    _jsonl(meta / "tasks.jsonl", [{"task_index": i, "task": t} for t, i in tasks.items()])
-    _jsonl(meta / "episodes_stats.jsonl", episode_stats)
-    (meta / "stats.json").write_text(
+    info = info_json(
+        robot_type=robot_type,
+        fps=fps_value,
+        total_episodes=total,
+        total_frames=index,
+        total_tasks=len(tasks),
+        total_videos=total,
+        splits=splits,
+        features=features(fps_value, width, height, plan.dim, plan.names),
+        chunks_size=chunks_size,
+    )
+    info["egocurate_action"] = action_provenance(sidecar, plan)
+    (root / INFO).write_text(json.dumps(info, indent=4))
+    (root / EPISODES).write_text(jsonl(episodes))
+    (root / TASKS).write_text(jsonl({"task_index": i, "task": t} for t, i in tasks.items()))
+    (root / EPISODES_STATS).write_text(jsonl(episode_stats))
+    (root / STATS).write_text(
         json.dumps(
             dataset_stats(all_actions, all_scalars, episode_stats, plan.dim, image_histograms), indent=2
         )
     )
-    (meta / "modality.json").write_text(json.dumps(modality(plan), indent=2))
+    (root / MODALITY).write_text(json.dumps(modality(plan), indent=2))
     pq.write_table(
         pa.Table.from_pylist(sidecar) if sidecar else pa.table({"episode_index": pa.array([], pa.int64())}),
         root / SIDECAR,
@@ -449,7 +426,7 @@ def _export(
         previous=staging.previous_ids(SIDECAR),
         written={r["clip_id"] for r in sidecar},
         selected={r["clip_id"] for r in view},
-        files=["meta/info.json", SIDECAR],
+        files=[INFO, SIDECAR],
         replace=replace,
         report=report,
     )
@@ -513,10 +490,6 @@ def action_provenance(episodes: list[dict[str, Any]], plan: ActionPlan | None = 
     }  # fmt: skip
 
 
-def _jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 def dataset_stats(
     actions: list[np.ndarray],
     scalars: Mapping[str, list[np.ndarray]],
@@ -531,7 +504,7 @@ def dataset_stats(
     histograms (`image_histograms`, :class:`ImageStats`), the same sampled pixels as its mean.
     """
     out: dict[str, Any] = {}
-    arrays = {"action": np.concatenate(actions) if actions else np.zeros((0, dim))}
+    arrays = {ACTION_KEY: np.concatenate(actions) if actions else np.zeros((0, dim))}
     arrays.update({k: np.concatenate(v)[:, None] if v else np.zeros((0, 1)) for k, v in scalars.items()})
     for name, values in arrays.items():
         if len(values) == 0:

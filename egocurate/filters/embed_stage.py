@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from egocurate.catalog import tables
 from egocurate.filters.embed import MODEL_CONFIGS, Device, Precision, load_model, model_id_for, pool
-from egocurate.filters.frames import ClipSource, clip_source, resize_short_side
+from egocurate.filters.frames import resize_short_side
 from egocurate.filters.vectors import encode_vectors
 from egocurate.media.crop import center_crop
 from egocurate.media.decode import (
@@ -22,6 +22,7 @@ from egocurate.media.decode import (
     read_plan,
     sample_indices,
 )
+from egocurate.media.source import ClipSource, clip_source
 from egocurate.stage_base import BaseStage, Resources
 
 
@@ -140,7 +141,7 @@ class EmbedStage(BaseStage):
         indices = tuple(sample_indices(source.start, source.end, min(self.num_frames, source.num_frames)))
         target_h, target_w = self.input_size()
         size = resize_short_side(source.width, source.height, max(target_h, target_w))
-        return FramePlan(source.uri, FrameRequest(indices=indices, size=size), source.rotation)
+        return FramePlan(source.uri, FrameRequest(indices=indices, size=size))
 
     def _fit(self, frames: np.ndarray) -> np.ndarray:
         """Decoded frames resized (short side) when decoded at native size, then centre-cropped."""

@@ -35,8 +35,9 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from egocurate.filters.frames import ClipSource, scaled_size
+from egocurate.filters.frames import scaled_size
 from egocurate.media.decode import FramePlan, FrameRequest, read_plan
+from egocurate.media.source import ClipSource
 
 MotionMethod = Literal["farneback", "frame_diff"]
 
@@ -197,7 +198,7 @@ def quality_plan(source: ClipSource, settings: QualitySettings) -> tuple[FramePl
     )
     flat = tuple(i for w in windows for i in w)
     size = scaled_size(source.width, source.height, settings.analysis_long_side)
-    plan = FramePlan(source.uri, FrameRequest(indices=flat, size=size), source.rotation)
+    plan = FramePlan(source.uri, FrameRequest(indices=flat, size=size))
     return plan, [len(w) for w in windows], stride / source.fps
 
 

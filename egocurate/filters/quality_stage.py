@@ -8,9 +8,9 @@ import cv2
 import pyarrow as pa
 
 from egocurate.catalog import tables
-from egocurate.filters.frames import clip_source
 from egocurate.filters.quality import MotionMethod, QualitySettings, quality_plan, score_frames, split_windows
 from egocurate.media.decode import FramePlan, frames_of, read_plan
+from egocurate.media.source import clip_source
 from egocurate.stage_base import BaseStage, Resources
 
 PASS_THROUGH = ("clip_id", "video_id", "duration_s", "fps", "width", "height")

@@ -8,12 +8,29 @@ frames are the same whether a stage decodes alone or shares one decode with othe
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from egocurate.catalog import tables
 from egocurate.media.crop import cover_size, crop_resize
 from egocurate.media.decode import FramePlan, FrameRequest, read_plan
+from egocurate.media.source import clip_source
+
+
+def source_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(error kind, message) of a clip row that names no frame range or no file that exists, else None."""
+    if row.get("start_frame") is None or row.get("end_frame") is None:
+        return tables.ABSURD_METADATA, "clip row has no frame range"
+    try:
+        uri = clip_source(row).uri
+    except ValueError as exc:
+        return tables.NOT_FOUND, str(exc)
+    if "://" not in uri and not os.path.exists(uri):
+        return tables.NOT_FOUND, f"video not found: {uri}"
+    return None
 
 
 def strided_indices(start_frame: int, end_frame: int, stride: int) -> list[int]:
@@ -32,27 +49,25 @@ def model_plan(
     uri: str,
     indices: Sequence[int],
     out_hw: tuple[int, int],
-    source_size: tuple[int | None, int | None] = (None, None),
-    rotation: int = 0,
+    source_size: tuple[int | None, int | None] | None = None,
 ) -> FramePlan:
-    """What to decode for model frames at `indices`: upright frames just covering `out_hw` = (H, W)."""
-    width, height = source_size
-    rotation = int(rotation or 0)
-    if rotation % 180 == 90:  # the stored size is sideways; crop and resize the upright frame
-        width, height = height, width
+    """What to decode for model frames at `indices`: upright frames just covering `out_hw` = (H, W).
+
+    `source_size` is the upright (width, height) of the file's pictures (``ClipSource.size``).
+    """
+    width, height = source_size or (None, None)
     size = cover_size(width, height, out_hw[1], out_hw[0])
-    return FramePlan(uri, FrameRequest(indices=tuple(int(i) for i in indices), size=size), rotation)
+    return FramePlan(uri, FrameRequest(indices=tuple(int(i) for i in indices), size=size))
 
 
 def read_model_frames(
     uri: str,
     indices: Sequence[int],
     out_hw: tuple[int, int],
-    source_size: tuple[int | None, int | None] = (None, None),
-    rotation: int = 0,
+    source_size: tuple[int | None, int | None] | None = None,
 ) -> np.ndarray:
     """uint8 frames (N, H, W, 3) at `indices`, upright, centre-cropped and resized to `out_hw` = (H, W)."""
-    frames = read_plan(model_plan(uri, indices, out_hw, source_size, rotation))
+    frames = read_plan(model_plan(uri, indices, out_hw, source_size))
     if len(frames) != len(indices):
         raise ValueError(f"decoded {len(frames)} frames, expected {len(indices)}")
     return crop_resize(frames, out_hw[1], out_hw[0])
@@ -62,9 +77,8 @@ def pair_chunks(
     uri: str,
     indices: Sequence[int],
     out_hw: tuple[int, int],
-    source_size: tuple[int | None, int | None] = (None, None),
+    source_size: tuple[int | None, int | None] | None = None,
     chunk_frames: int = 64,
-    rotation: int = 0,
 ) -> Iterator[np.ndarray]:
     """Consecutive frame pairs (f0,f1), (f1,f2), … as uint8 arrays (K, 2, H, W, 3), a chunk at a time.
 
@@ -72,7 +86,7 @@ def pair_chunks(
     """
     step = max(2, int(chunk_frames)) - 1
     for begin in range(0, len(indices) - 1, step):
-        frames = read_model_frames(uri, indices[begin : begin + step + 1], out_hw, source_size, rotation)
+        frames = read_model_frames(uri, indices[begin : begin + step + 1], out_hw, source_size)
         yield np.stack([frames[:-1], frames[1:]], axis=1)
 
 

@@ -32,13 +32,20 @@ from egocurate.latent_actions.common import (
     output_table,
     pick_device,
 )
-from egocurate.latent_actions.frames import pairs_to_tensor, read_model_frames
+from egocurate.latent_actions.frames import pairs_to_tensor, read_model_frames, source_problem
 from egocurate.media.decode import FRAMES_COLUMN, FRAMES_SHAPE_COLUMN, frames_columns, frames_of
+from egocurate.media.source import clip_source
 from egocurate.stage_base import BaseStage, Resources
 
 ACTION_DIM_MISMATCH = "action_dim_mismatch"
 PASS_THROUGH = (("uri", pa.string()), ("duration_s", pa.float64()))
 PREPARE_ERROR, PREPARE_MESSAGE = "_idm_prepare_error", "_idm_prepare_message"
+
+
+def _on_source(row: dict) -> dict:
+    """The row read from its source video even when the clip was transcoded: real actions are
+    recorded per source frame, so the IDM pairs them with the source's own frames."""
+    return {**row, "clip_uri": None}
 
 
 class IDMActionStage(BaseStage):
@@ -116,12 +123,9 @@ class IDMActionStage(BaseStage):
 
     # ------------------------------------------------------------------ checks and frames
     def _check(self, row: dict) -> tuple[str, str] | None:
-        if not row.get("uri"):
-            return tables.NOT_FOUND, "clip row has no video uri"
-        if "://" not in row["uri"] and not os.path.exists(row["uri"]):
-            return tables.NOT_FOUND, f"video not found: {row['uri']}"
-        if row.get("start_frame") is None or row.get("end_frame") is None:
-            return tables.ABSURD_METADATA, "clip row has no frame range"
+        problem = source_problem(_on_source(row))
+        if problem is not None:
+            return problem
         frames = int(row["end_frame"]) - int(row["start_frame"])
         if frames < self._horizon() + 1:
             return (
@@ -147,9 +151,8 @@ class IDMActionStage(BaseStage):
         shared = frames_of(row)
         if shared is not None:
             return shared
-        size = (row.get("video_width") or row.get("width"), row.get("video_height") or row.get("height"))
-        indices = range(int(row["start_frame"]), int(row["end_frame"]))
-        return read_model_frames(row["uri"], indices, self._hw(), size, int(row.get("rotation") or 0))
+        source = clip_source(_on_source(row))
+        return read_model_frames(source.uri, range(source.start, source.end), self._hw(), source.size)
 
     def prepare(self, batch: pa.Table) -> pa.Table:
         """CPU step: decode each clip's frames at the model's size (errors are marked, not raised)."""

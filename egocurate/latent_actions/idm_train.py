@@ -31,6 +31,7 @@ from egocurate.latent_actions.idm import (
     action_statistics,
 )
 from egocurate.latent_actions.train import _device, _maybe_init_distributed, _rank_world
+from egocurate.media.source import clip_source
 
 
 @dataclass
@@ -93,8 +94,8 @@ class EpisodePairs:
             end = min(end, start + len(actions))
             if end - start <= horizon:
                 continue
-            size = (row.get("video_width") or row.get("width"), row.get("video_height") or row.get("height"))
-            frames = read_model_frames(row["uri"], range(start, end), hw, size, int(row.get("rotation") or 0))
+            source = clip_source(row)
+            frames = read_model_frames(source.uri, range(start, end), hw, source.size)
             self.frames.append(frames)
             self.actions.append(actions[: end - start])
             dims.add(actions.shape[1])

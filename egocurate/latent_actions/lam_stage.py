@@ -12,7 +12,6 @@ a GPU actor (or on CPU when no GPU is visible). Without a prepare step, :meth:`p
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -37,11 +36,13 @@ from egocurate.latent_actions.frames import (
     pair_chunks,
     pairs_to_tensor,
     read_model_frames,
+    source_problem,
     stride_for,
     strided_indices,
 )
 from egocurate.media.crop import crop_resize
 from egocurate.media.decode import FRAMES_COLUMN, FRAMES_SHAPE_COLUMN, FramePlan, frames_columns, frames_of
+from egocurate.media.source import ClipSource, clip_source
 from egocurate.stage_base import BaseStage, Resources
 
 PASS_THROUGH = (("uri", pa.string()), ("duration_s", pa.float64()))
@@ -139,24 +140,21 @@ class LatentActionStage(BaseStage):
         return np.concatenate(mus), np.concatenate(logvars)
 
     # ------------------------------------------------------------------ frames
-    def _indices(self, row: dict) -> list[int]:
-        stride = stride_for(row.get("fps"), self.stride, self.target_fps)
-        return strided_indices(row["start_frame"], row["end_frame"], stride)
+    def _stride(self, source: ClipSource) -> int:
+        return stride_for(source.fps, self.stride, self.target_fps)
 
-    def _source_size(self, row: dict) -> tuple[int | None, int | None]:
-        return (row.get("video_width") or row.get("width"), row.get("video_height") or row.get("height"))
+    def _indices(self, source: ClipSource) -> list[int]:
+        return strided_indices(source.start, source.end, self._stride(source))
 
     def _check(self, row: dict) -> tuple[str, str] | None:
-        if not row.get("uri"):
-            return tables.NOT_FOUND, "clip row has no video uri"
-        if "://" not in row["uri"] and not os.path.exists(row["uri"]):
-            return tables.NOT_FOUND, f"video not found: {row['uri']}"
-        if row.get("start_frame") is None or row.get("end_frame") is None:
-            return tables.ABSURD_METADATA, "clip row has no frame range"
-        if len(self._indices(row)) < 2:
+        problem = source_problem(row)
+        if problem is not None:
+            return problem
+        source = clip_source(row)
+        if len(self._indices(source)) < 2:
             return tables.TOO_SHORT, (
-                f"clip [{row['start_frame']}, {row['end_frame']}) has fewer than 2 frames at stride "
-                f"{stride_for(row.get('fps'), self.stride, self.target_fps)}"
+                f"clip [{source.start}, {source.end}) has fewer than 2 frames "
+                f"at stride {self._stride(source)}"
             )
         return None
 
@@ -166,14 +164,8 @@ class LatentActionStage(BaseStage):
             frames = crop_resize(shared, self.out_hw[1], self.out_hw[0])
             yield np.stack([frames[:-1], frames[1:]], axis=1)
             return
-        yield from pair_chunks(
-            row["uri"],
-            self._indices(row),
-            self.out_hw,
-            self._source_size(row),
-            self.chunk_frames,
-            int(row.get("rotation") or 0),
-        )
+        source = clip_source(row)
+        yield from pair_chunks(source.uri, self._indices(source), self.out_hw, source.size, self.chunk_frames)
 
     def prepare(self, batch: pa.Table) -> pa.Table:
         """CPU step: decode each clip's frames into a bytes column (errors are marked, not raised)."""
@@ -183,13 +175,8 @@ class LatentActionStage(BaseStage):
             frames = None
             if problem is None:
                 try:
-                    frames = read_model_frames(
-                        row["uri"],
-                        self._indices(row),
-                        self.out_hw,
-                        self._source_size(row),
-                        int(row.get("rotation") or 0),
-                    )
+                    source = clip_source(row)
+                    frames = read_model_frames(source.uri, self._indices(source), self.out_hw, source.size)
                 except Exception as exc:
                     problem = classify_decode_error(exc), f"{type(exc).__name__}: {exc}"
             frames_col.append(frames)
@@ -203,8 +190,8 @@ class LatentActionStage(BaseStage):
     def frame_plan(self, row: dict) -> FramePlan | None:
         if self._check(row) is not None:
             return None  # process reports the row
-        rotation = int(row.get("rotation") or 0)
-        return model_plan(row["uri"], self._indices(row), self.out_hw, self._source_size(row), rotation)
+        source = clip_source(row)
+        return model_plan(source.uri, self._indices(source), self.out_hw, source.size)
 
     # ------------------------------------------------------------------ the stage
     def process(self, batch: pa.Table) -> pa.Table:
@@ -258,7 +245,7 @@ class LatentActionStage(BaseStage):
                 "uri": row.get("uri"),
                 "duration_s": row.get("duration_s"),
                 "lam_model_id": self.lam_model_id,
-                "lam_stride": stride_for(row.get("fps"), self.stride, self.target_fps),
+                "lam_stride": self._stride(clip_source(row)),
                 "latent_actions": mu_bytes,
                 "latent_actions_shape": shape,
                 "latent_logvar": pack_f16(logvar)[0],

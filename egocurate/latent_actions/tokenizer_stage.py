@@ -14,7 +14,6 @@ normalisation mean and std (``clip_tokenizer_latents``):
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -32,9 +31,10 @@ from egocurate.latent_actions.common import (
     pick_device,
     pick_dtype,
 )
-from egocurate.latent_actions.frames import read_model_frames, stride_for, strided_indices
+from egocurate.latent_actions.frames import read_model_frames, source_problem, stride_for, strided_indices
 from egocurate.latent_actions.tokenizer import Variant
 from egocurate.media.decode import FRAMES_COLUMN, FRAMES_SHAPE_COLUMN, frames_columns, frames_of
+from egocurate.media.source import clip_source
 from egocurate.stage_base import BaseStage, Resources
 
 PASS_THROUGH = (("uri", pa.string()), ("duration_s", pa.float64()))
@@ -47,7 +47,7 @@ class TokenizerLatentStage(BaseStage):
     has_prepare = True  # on Ray, CPU workers decode ahead of the (GPU) VAE actors
     input_key = "clip_id"
     output_table = tables.CLIP_TOKENIZER_LATENTS.name
-    reads = ('uri', 'start_frame', 'end_frame')
+    reads = ("uri", "start_frame", "end_frame")
 
     def __init__(
         self,
@@ -113,24 +113,21 @@ class TokenizerLatentStage(BaseStage):
 
     # ------------------------------------------------------------------ windows
     def _stride(self, row: dict) -> int:
-        return stride_for(row.get("fps"), self.stride, self.target_fps)
+        return stride_for(clip_source(row).fps, self.stride, self.target_fps)
 
     def windows(self, row: dict) -> list[list[int]]:
         """Consecutive windows of `window_frames` strided frame indices (at most `max_windows`)."""
-        indices = strided_indices(row["start_frame"], row["end_frame"], self._stride(row))
+        source = clip_source(row)
+        indices = strided_indices(source.start, source.end, self._stride(row))
         count = len(indices) // self.window_frames
         if self.max_windows is not None:
             count = min(count, int(self.max_windows))
         return [indices[w * self.window_frames : (w + 1) * self.window_frames] for w in range(count)]
 
     def _check(self, row: dict) -> tuple[str, str] | None:
-        uri = row.get("uri")
-        if not uri:
-            return tables.NOT_FOUND, "clip row has no video uri"
-        if "://" not in uri and not os.path.exists(uri):
-            return tables.NOT_FOUND, f"video not found: {uri}"
-        if row.get("start_frame") is None or row.get("end_frame") is None:
-            return tables.ABSURD_METADATA, "clip row has no frame range"
+        problem = source_problem(row)
+        if problem is not None:
+            return problem
         if not self.windows(row):
             return tables.TOO_SHORT, (
                 f"clip [{row['start_frame']}, {row['end_frame']}) has fewer than {self.window_frames} frames "
@@ -162,9 +159,9 @@ class TokenizerLatentStage(BaseStage):
     def _decode_windows(self, row: dict) -> list[np.ndarray]:
         """The clip's windows of model-ready frames, decoded in one pass over the file."""
         windows = self.windows(row)
-        source = (row.get("video_width") or row.get("width"), row.get("video_height") or row.get("height"))
+        source = clip_source(row)
         flat = [index for window in windows for index in window]
-        frames = read_model_frames(row["uri"], flat, self.out_hw, source, int(row.get("rotation") or 0))
+        frames = read_model_frames(source.uri, flat, self.out_hw, source.size)
         return [frames[w * self.window_frames : (w + 1) * self.window_frames] for w in range(len(windows))]
 
     def prepare(self, batch: pa.Table) -> pa.Table:

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from egocurate.latent_actions.frames import read_model_frames
 from egocurate.latent_actions.lam import LAMConfig, LatentActionModel
+from egocurate.media.source import clip_source
 
 
 @dataclass
@@ -95,20 +96,15 @@ class ClipPairStream(torch.utils.data.IterableDataset):
 
     def _frames(self, index: int, rng: random.Random) -> tuple[np.ndarray, int]:
         """Decoded frames of one clip (a random window of at most `max_clip_frames`) and its first index."""
-        row = self.rows[index]
-        start, end = int(row["start_frame"]), int(row["end_frame"])
+        source = clip_source(self.rows[index])
+        start, end = source.start, source.end
         if self.config.cache_frames and index in self._cache:
             return self._cache[index], start
         if end - start > self.config.max_clip_frames and not self.config.cache_frames:
             start = rng.randrange(start, end - self.config.max_clip_frames + 1)
             end = start + self.config.max_clip_frames
-        size = (row.get("video_width") or row.get("width"), row.get("video_height") or row.get("height"))
         frames = read_model_frames(
-            row["uri"],
-            range(start, end),
-            (self.config.height, self.config.width),
-            size,
-            row.get("rotation") or 0,
+            source.uri, range(start, end), (self.config.height, self.config.width), source.size
         )
         if self.config.cache_frames:
             self._cache[index] = frames

@@ -12,15 +12,15 @@ This is the one place that decodes video (DESIGN.md, performance stance):
   (every frame is scaled by swscale straight from the decoded picture to each requested size).
 - The sequential low-cost pass for shot detectors lives in :mod:`egocurate.media.scan`.
 
-Sizes are ``(width, height)`` of the output. ``rotation`` is the display rotation in degrees
-counter-clockwise (the ``videos.rotation`` column, ffprobe's and PyAV's convention); frames are
-returned upright, as a player shows them, and ``size`` refers to the upright frame.
+Sizes are ``(width, height)`` of the output. Frames are returned upright, as a player shows them,
+whichever backend decodes them, and ``size`` refers to the upright frame: each reader reads the
+file's display matrix once (:mod:`egocurate.media.orient`) and applies what its decoder left undone
+(PyAV: all of it; decord: a mirror, as it applies only the rotation angle). Callers never rotate.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,6 +28,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+
+from egocurate.media.files import file_stamp, is_remote, local_path, open_source
+from egocurate.media.orient import Orientation, display_orientation
 
 Size = tuple[int, int]
 Backend = Literal["auto", "decord", "pyav"]
@@ -47,44 +50,6 @@ class DecodeError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
-
-
-def local_path(uri: str) -> str:
-    return uri[len("file://") :] if uri.startswith("file://") else uri
-
-
-def open_source(uri: str, storage_options: dict | None) -> tuple[Any, Any]:
-    """(what PyAV opens, file handle to close or None)."""
-    if is_remote(uri):
-        import fsspec
-
-        handle = fsspec.open(uri, "rb", **(storage_options or {})).open()
-        return handle, handle
-    return local_path(uri), None
-
-
-def _quarter_turns(rotation: int) -> int:
-    return (int(round(rotation / 90.0)) % 4) if rotation else 0
-
-
-def decoder_size(size: Size | None, rotation: int = 0) -> Size | None:
-    """The (width, height) to ask a decoder for so that the upright frame is `size`."""
-    if size is None:
-        return None
-    w, h = int(size[0]), int(size[1])
-    return (h, w) if _quarter_turns(rotation) % 2 else (w, h)
-
-
-def rotate_frames(frames: np.ndarray, rotation: int) -> np.ndarray:
-    """Turn decoded frames (N, H, W, C) upright: `rotation` degrees counter-clockwise."""
-    k = _quarter_turns(rotation)
-    if k == 0:
-        return frames
-    return np.ascontiguousarray(np.rot90(frames, k=k, axes=(1, 2)))
-
-
 def resize_frames(frames: np.ndarray, size: Size) -> np.ndarray:
     """Resize (N, H, W, C) frames to `size` = (width, height) with area averaging."""
     import cv2
@@ -138,13 +103,19 @@ def indices_at_fps(
 
 # ------------------------------------------------------------------------------------------ readers
 class _DecordReader:
-    """decord VideoReader: seeks, resizes inside the decoder, frame index = pts rank."""
+    """decord VideoReader: seeks, resizes inside the decoder, frame index = pts rank.
+
+    decord turns pictures by the display matrix's rotation angle itself (its `width`/`height` are
+    then the turned picture's); `finish` is what is left for a mirrored matrix.
+    """
 
     backend = "decord"
 
-    def __init__(self, path: str, size: Size | None, threads: int = 1):
+    def __init__(self, path: str, size: Size | None, threads: int = 1, finish: Orientation | None = None):
         import decord
 
+        self._finish = finish or Orientation()
+        size = self._finish.coded_size(size)
         kwargs: dict[str, Any] = {"ctx": decord.cpu(0), "num_threads": int(threads)}
         if size is not None:
             kwargs["width"], kwargs["height"] = int(size[0]), int(size[1])
@@ -153,7 +124,7 @@ class _DecordReader:
         self.fps = float(self._vr.get_avg_fps() or 0.0)
 
     def get_batch(self, indices: Sequence[int]) -> np.ndarray:
-        return self._vr.get_batch(list(indices)).asnumpy()
+        return self._finish.apply(self._vr.get_batch(list(indices)).asnumpy())
 
     def timestamps(self) -> np.ndarray:
         ts = np.asarray(self._vr.get_frame_timestamp(list(range(self.num_frames))), dtype=np.float64)[:, 0]
@@ -198,15 +169,28 @@ def frame_times(uri: str, storage_options: dict | None = None) -> tuple[np.ndarr
 
 
 class _PyAVReader:
-    """PyAV reader with frame-accurate seeking by pts rank (the fallback for what decord cannot open)."""
+    """PyAV reader with frame-accurate seeking by pts rank (the fallback for what decord cannot open).
+
+    PyAV returns coded pictures: each is scaled to the coded size of the upright `size` and then
+    turned and mirrored upright by `upright` (the file's display matrix).
+    """
 
     backend = "pyav"
 
-    def __init__(self, uri: str, size: Size | None, storage_options: dict | None = None, threads: int = 1):
+    def __init__(
+        self,
+        uri: str,
+        size: Size | None,
+        storage_options: dict | None = None,
+        threads: int = 1,
+        upright: Orientation | None = None,
+    ):
         import av
         from av.video.reformatter import VideoReformatter
 
-        self._uri, self._storage_options, self._size = uri, storage_options, size
+        self._upright = upright or Orientation()
+        self._uri, self._storage_options = uri, storage_options
+        self._size = self._upright.coded_size(size)
         source, self._handle = open_source(uri, storage_options)
         try:
             self._container = av.open(source, mode="r", metadata_errors="ignore")
@@ -274,21 +258,28 @@ class _PyAVReader:
 
     def get_batch(self, indices: Sequence[int]) -> np.ndarray:
         got = self._collect(indices, lambda _, frame: self._convert(frame))
-        return np.stack([got[int(i)] for i in indices]) if len(indices) else np.zeros((0, 0, 0, 3), np.uint8)
+        if not len(indices):
+            return np.zeros((0, 0, 0, 3), np.uint8)
+        return self._upright.apply(np.stack([got[int(i)] for i in indices]))
 
     def get_sized(self, wanted: Mapping[Size | None, Sequence[int]]) -> dict[Size | None, np.ndarray]:
-        """For each output size, the frames at its indices: one decode of the union of the indices,
-        each decoded picture scaled once to every size that asks for it (see :meth:`_scaled`)."""
+        """For each upright output size, the upright frames at its indices: one decode of the union
+        of the indices, each decoded picture scaled once to every size that asks for it (see
+        :meth:`_scaled`)."""
+        coded = {size: self._upright.coded_size(size) for size in wanted}
         sizes_at: dict[int, list[Size | None]] = {}
         for size, indices in wanted.items():
             for index in indices:
                 at = sizes_at.setdefault(int(index), [])
-                if size not in at:
-                    at.append(size)
+                if coded[size] not in at:
+                    at.append(coded[size])
         got = self._collect(
             list(sizes_at), lambda index, frame: {s: self._scaled(frame, s) for s in sizes_at[index]}
         )
-        return {size: np.stack([got[int(i)][size] for i in indices]) for size, indices in wanted.items()}
+        return {
+            size: self._upright.apply(np.stack([got[int(i)][coded[size]] for i in indices]))
+            for size, indices in wanted.items()
+        }
 
     def _collect(self, indices: Sequence[int], convert: Any) -> dict[int, Any]:
         """``convert(index, frame)`` of each frame at `indices`, decoded forward from a keyframe."""
@@ -336,14 +327,7 @@ _READERS_LOCK = threading.RLock()  # cached readers are not thread-safe: one dec
 
 
 def _cache_key(uri: str, size: Size | None, backend: str) -> tuple:
-    stamp: tuple = ()
-    if not is_remote(uri):
-        try:
-            st = os.stat(local_path(uri))
-            stamp = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            stamp = ()
-    return (uri, tuple(size) if size else None, backend, stamp)
+    return (uri, tuple(size) if size else None, backend, file_stamp(uri))
 
 
 def open_reader(
@@ -356,20 +340,21 @@ def open_reader(
     """An object with ``num_frames``, ``fps``, ``get_batch(indices)``, ``timestamps()`` and ``backend``.
 
     ``auto`` tries decord and falls back to PyAV; object-store URLs go straight to PyAV (fsspec).
-    `size` is the decoder's output (width, height), before any rotation.
+    `size` is the (width, height) of the upright output; every backend returns upright frames.
     """
     if backend not in ("auto", "decord", "pyav"):
         raise ValueError(f"backend must be one of auto, decord, pyav; got {backend!r}")
+    shown = display_orientation(uri, storage_options)
     errors = []
     if backend in ("auto", "decord") and not is_remote(uri):
         try:
-            return _DecordReader(local_path(uri), size, threads)
+            return _DecordReader(local_path(uri), size, threads, shown.after_decord)
         except Exception as exc:  # decord raises its own error types; any failure means "try PyAV"
             errors.append(f"decord: {type(exc).__name__}: {str(exc)[:200]}")
             if backend == "decord":
                 raise DecodeError(f"{uri}: {errors[-1]}") from exc
     try:
-        return _PyAVReader(uri, size, storage_options, threads)
+        return _PyAVReader(uri, size, storage_options, threads, shown.upright)
     except DecodeError:
         raise
     except Exception as exc:
@@ -477,21 +462,18 @@ def read_frames(
     indices: Sequence[int],
     size: Size | None = None,
     *,
-    rotation: int = 0,
     backend: Backend = "auto",
     storage_options: dict | None = None,
 ) -> np.ndarray:
-    """Frames at `indices` as uint8 RGB (N, H, W, 3); `size` is (width, height) of the output.
+    """Upright frames at `indices` as uint8 RGB (N, H, W, 3); `size` is (width, height) of the output.
 
-    Indices outside the video are clamped to its first/last frame. With `rotation` the frames are
-    turned upright and `size` is the upright size.
+    Indices outside the video are clamped to its first/last frame.
     """
     if len(indices) == 0:
         w, h = size if size is not None else (0, 0)
         return np.zeros((0, h, w, 3), np.uint8)
     with _READERS_LOCK:
-        frames = _get(uri, list(indices), decoder_size(size, rotation), backend, storage_options)
-    return rotate_frames(frames, rotation)
+        return _get(uri, list(indices), size, backend, storage_options)
 
 
 def iter_frames(
@@ -500,7 +482,6 @@ def iter_frames(
     size: Size | None = None,
     *,
     batch_frames: int = MAX_BATCH_FRAMES,
-    rotation: int = 0,
     backend: Backend = "auto",
     storage_options: dict | None = None,
 ) -> Iterator[tuple[list[int], np.ndarray]]:
@@ -512,9 +493,7 @@ def iter_frames(
         chunk = indices[lo : lo + batch_frames]
         yield (
             chunk,
-            read_frames(
-                uri, chunk, size, rotation=rotation, backend=backend, storage_options=storage_options
-            ),
+            read_frames(uri, chunk, size, backend=backend, storage_options=storage_options),
         )
 
 
@@ -527,7 +506,6 @@ def read_clip(
     *,
     fps: float | None = None,
     src_fps: float | None = None,
-    rotation: int = 0,
     backend: Backend = "auto",
     storage_options: dict | None = None,
 ) -> np.ndarray:
@@ -542,9 +520,7 @@ def read_clip(
         indices = indices_at_fps(start_frame, end_frame, rate, fps)
     else:
         indices = list(range(start_frame, end_frame))
-    return read_frames(
-        uri, indices, size, rotation=rotation, backend=backend, storage_options=storage_options
-    )
+    return read_frames(uri, indices, size, backend=backend, storage_options=storage_options)
 
 
 # ------------------------------------------------------------------------------------ shared decode
@@ -568,11 +544,10 @@ class FrameRequest:
 
 @dataclass(frozen=True)
 class FramePlan:
-    """The frames one consumer needs from one row: the file, its display rotation and the request."""
+    """The frames one consumer needs from one row: the file and the request (sizes upright)."""
 
     uri: str
     request: FrameRequest
-    rotation: int = 0
 
 
 FRAMES_COLUMN = "_frames"  # pre-decoded frames of a row: uint8 bytes of (N, H, W, 3)
@@ -619,15 +594,13 @@ def decode_plans(plans: Mapping[str, FramePlan | None], start_frame: int = 0, en
     Each consumer's frames are bit-identical to :func:`read_plan` of its plan alone (see
     :func:`decode_shared`), so a stage writes the same values fused (``jobs.fused``) or alone.
     """
-    by_file: dict[tuple[str, int], dict[str, FrameRequest]] = {}
+    by_file: dict[str, dict[str, FrameRequest]] = {}
     for name, plan in plans.items():
         if plan is not None:
-            by_file.setdefault((plan.uri, plan.rotation), {})[name] = plan.request
+            by_file.setdefault(plan.uri, {})[name] = plan.request
     out: dict[str, np.ndarray] = {}
-    for (uri, rotation), requests in by_file.items():
-        decoded = decode_shared(
-            uri, start_frame, end_frame, requests, rotation=rotation, storage_options=storage_options
-        )
+    for uri, requests in by_file.items():
+        decoded = decode_shared(uri, start_frame, end_frame, requests, storage_options=storage_options)
         out.update(decoded)
     return out
 
@@ -674,7 +647,6 @@ def decode_shared(
     requests: Mapping[str, FrameRequest],
     *,
     src_fps: float | None = None,
-    rotation: int = 0,
     backend: Backend = "auto",
     storage_options: dict | None = None,
 ) -> dict[str, np.ndarray]:
@@ -696,7 +668,7 @@ def decode_shared(
     by_size: dict[Size | None, set[int]] = {}
     for name, req in requests.items():
         if wanted[name]:
-            by_size.setdefault(decoder_size(req.size, rotation), set()).update(wanted[name])
+            by_size.setdefault(req.size, set()).update(wanted[name])
     try:
         with _READERS_LOCK:
             planned = {size: sorted(indices) for size, indices in by_size.items()}
@@ -705,20 +677,17 @@ def decode_shared(
         if len(requests) > 1:  # each consumer as it would decode alone, so its frames still match
             return {
                 name: decode_shared(uri, start_frame, end_frame, {name: req}, src_fps=rate or None,
-                                    rotation=rotation, backend=backend, storage_options=storage_options)[name]
+                                    backend=backend, storage_options=storage_options)[name]
                 for name, req in requests.items()
             }  # fmt: skip
         ((name, req),) = requests.items()
-        frames = read_frames(
-            uri, wanted[name], req.size, rotation=rotation, backend=backend, storage_options=storage_options
-        )
+        frames = read_frames(uri, wanted[name], req.size, backend=backend, storage_options=storage_options)
         return {name: frames}
     out: dict[str, np.ndarray] = {}
     for name, req in requests.items():
         if not wanted[name]:
             out[name] = _no_frames(req)
             continue
-        dsize = decoder_size(req.size, rotation)
-        position = {index: k for k, index in enumerate(sorted(by_size[dsize]))}
-        out[name] = rotate_frames(decoded[dsize][[position[i] for i in wanted[name]]], rotation)
+        position = {index: k for k, index in enumerate(sorted(by_size[req.size]))}
+        out[name] = decoded[req.size][[position[i] for i in wanted[name]]]
     return out

@@ -1,6 +1,7 @@
 """Clip media for shards and exports: resample, centre-crop, encode to MP4 bytes, decode windows.
 
-Source videos are decoded through ``egocurate.media.decode`` (decord, seeking). Shards and exports
+Clips are rendered from their source (:func:`render_clip`, a :class:`~egocurate.media.source.ClipSource`)
+through ``egocurate.media.decode`` (decord, seeking; upright whatever the backend). Shards and exports
 carry clips as H.264 MP4 *bytes*, which decord cannot seek inside without a path, so windows of those
 bytes are decoded here with PyAV, seeking to the keyframe before the window.
 """
@@ -20,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from egocurate.media.crop import cover_size, crop_resize
+from egocurate.media.crop import cover_size, crop_resize, short_side_size
+from egocurate.media.source import ClipSource
 from egocurate.media.tools import ffmpeg_exe
 
 _SOURCE_DECODE_LOCK = threading.Lock()
@@ -83,15 +85,18 @@ def resampled_length(num_frames: int, src_fps: float, dst_fps: float | None) -> 
     return len(resample_indices(num_frames, src_fps, dst_fps))
 
 
-def iter_source_frames(
-    uri: str,
-    indices: Sequence[int],
+def render_clip(
+    source: ClipSource,
+    offsets: Sequence[int],
     width: int | None,
     height: int | None,
-    src_size: tuple[int, int] | None = None,
     chunk: int = 64,
 ) -> Iterator[np.ndarray]:
-    """Frames at `indices` of a source video, centre-cropped and resized, in chunks of `chunk` frames.
+    """Upright frames of a clip at `offsets` (frames from ``source.start``), in chunks of `chunk`:
+    cut to the clip's crop box, then centre-cropped and resized to `width` x `height` (None: as shown).
+
+    The one way shards, exports and report thumbnails turn a clip into pixels. A clip without a crop
+    box is decoded at the smallest size that covers the output; one with a box at full size.
 
     ``media.decode`` keeps a per-process cache of open decoders that threads would share, and a
     decord reader used by two threads at once can hang; source decodes are therefore serialised
@@ -99,11 +104,30 @@ def iter_source_frames(
     """
     from egocurate.media.decode import read_frames
 
-    size = cover_size(src_size[0], src_size[1], width, height) if src_size else None
+    size = None
+    if source.crop is None and source.size is not None:
+        size = cover_size(source.size[0], source.size[1], width, height)
+    indices = [source.start + int(o) for o in offsets]
     for lo in range(0, len(indices), chunk):
         with _SOURCE_DECODE_LOCK:  # media.decode shares cached readers between threads
-            frames = read_frames(uri, list(indices[lo : lo + chunk]), size)
+            frames = read_frames(source.uri, indices[lo : lo + chunk], size)
+        if source.crop is not None:
+            x, y, w, h = source.crop
+            frames = frames[:, y : y + h, x : x + w]
         yield crop_resize(frames, width, height)
+
+
+def clip_stills(source: ClipSource, count: int = 1, short_side: int = 224) -> np.ndarray:
+    """`count` evenly spaced frames (N, H, W, 3) of a clip as shown, the short side at most
+    `short_side`: what a captioner or the report's thumbnails look at (through :func:`render_clip`)."""
+    from egocurate.media.decode import sample_indices
+
+    if source.num_frames < 1:
+        raise ValueError(f"clip of {source.uri} has an empty frame range [{source.start}, {source.end})")
+    shown = source.shown_size
+    width, height = (short_side_size(*shown, short_side) or shown) if shown else (None, None)
+    offsets = sample_indices(0, source.num_frames, count)
+    return np.concatenate(list(render_clip(source, offsets, width, height)))
 
 
 def encode_mp4(

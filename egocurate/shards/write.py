@@ -37,7 +37,6 @@ from egocurate.catalog.rows import (
     align_real_actions,
     first_present,
     quality_scores,
-    source_span,
 )
 from egocurate.catalog.selection import (
     DEFAULT_QUERY,
@@ -50,7 +49,9 @@ from egocurate.catalog.selection import (
     split_for,
 )
 from egocurate.catalog.store import Catalog
-from egocurate.media.encode import encode_mp4, iter_source_frames, ordered_map, render_rate_plan
+from egocurate.media.encode import encode_mp4, ordered_map, render_rate_plan
+from egocurate.media.encode import render_clip as render_frames
+from egocurate.media.source import clip_source
 from egocurate.shards.manifest import Manifest, ShardInfo, filesystem, join, write_manifest
 from egocurate.shards.registry import sync_registry
 from egocurate.shards.target import (  # noqa: F401 - errors, OWN_FILE: re-exported
@@ -216,11 +217,11 @@ def render_clip(
     view_row: Mapping[str, Any], params: ShardParams, lam_stride: int | None = None
 ) -> tuple[bytes, list[int], float]:
     """(MP4 bytes, source frame offsets, fps) of one clip at the training resolution and frame rate."""
-    uri, start, end, src_fps, size = source_span(view_row)
-    offsets, out_fps = clip_offsets(end - start, src_fps, params.fps, lam_stride, params.low_fps)
+    clip = clip_source(view_row)
+    offsets, out_fps = clip_offsets(clip.num_frames, clip.fps, params.fps, lam_stride, params.low_fps)
     if len(offsets) < params.min_frames:
         raise ClipTooShort(f"{len(offsets)} frames at {out_fps:g} fps < min_frames {params.min_frames}")
-    frames = iter_source_frames(uri, [start + o for o in offsets], params.width, params.height, size)
+    frames = render_frames(clip, offsets, params.width, params.height)
     return encode_mp4(frames, out_fps, crf=params.crf, gop=params.gop), offsets, out_fps
 
 
@@ -308,8 +309,8 @@ def robot_action_columns(
             )
             names = real_row.get("action_names")
     if idm_row and idm_row.get("actions") is not None:
-        _, start, end, _, _ = source_span(view_row)
-        idm, _ = align_idm_actions(idm_row["actions"], idm_row.get("actions_shape"), end - start, offsets)
+        span = clip_source(view_row).num_frames
+        idm, _ = align_idm_actions(idm_row["actions"], idm_row.get("actions_shape"), span, offsets)
         if idm is not None and len(idm) > 1:
             pairs = idm[:-1]
             out.update(

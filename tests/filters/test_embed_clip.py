@@ -115,7 +115,7 @@ def test_center_crop_and_vector_codec_round_trip() -> None:
 def test_k_frames_are_evenly_spaced_and_errors_quarantine(video: Path, tmp_path: Path) -> None:
     stage = EmbedStage(**TINY, num_frames=3)
     stage.setup()
-    frames = stage.clip_frames(__import__("egocurate.filters.frames", fromlist=["clip_source"]).clip_source(
+    frames = stage.clip_frames(__import__("egocurate.media.source", fromlist=["clip_source"]).clip_source(
         clip(video, "x", 0, 30)))  # fmt: skip
     assert frames.shape == (3, 64, 64, 3)
     broken = tmp_path / "broken.mp4"

@@ -223,7 +223,7 @@ def test_real_clips_rank_egocentric_motion_above_a_static_camera() -> None:
 
 
 def test_clip_source_uses_upright_sizes_and_the_videos_rotation() -> None:
-    from egocurate.filters.frames import clip_source
+    from egocurate.media.source import clip_source
 
     row = {"uri": "/v.mp4", "start_frame": 10, "end_frame": 40, "fps": 30.0, "rotation": 90,
            "video_width": 1920, "video_height": 1080}  # fmt: skip

@@ -30,11 +30,11 @@ def _rotated_copy(src: str, dst: str, ccw: int) -> None:
         subprocess.run(base + ["-i", src, "-c", "copy", "-metadata:s:v:0", f"rotate={ccw}", dst], check=True)
 
 
-def _plans(uri: str, rotation: int = 0) -> dict[str, decode.FramePlan]:
+def _plans(uri: str) -> dict[str, decode.FramePlan]:
     """Consumers as the stages ask: few frames small, many frames larger, some at native size."""
 
     def plan(indices, size):
-        return decode.FramePlan(uri, decode.FrameRequest(indices=tuple(indices), size=size), rotation)
+        return decode.FramePlan(uri, decode.FrameRequest(indices=tuple(indices), size=size))
 
     return {
         "quality": plan(range(0, 30, 3), (256, 144)),
@@ -72,7 +72,7 @@ def test_rotated_plans_are_upright_and_match_alone(video, tmp_path):
     _rotated_copy(video, rotated, 90)
     wants = {"quality": (tuple(range(0, 30, 3)), (144, 256)), "embed": ((3, 18), (224, 398))}  # upright
     plans = {
-        name: decode.FramePlan(rotated, decode.FrameRequest(indices=indices, size=size), 90)
+        name: decode.FramePlan(rotated, decode.FrameRequest(indices=indices, size=size))
         for name, (indices, size) in wants.items()
     }
     shared = decode.decode_plans(plans)
