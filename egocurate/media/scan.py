@@ -1,5 +1,7 @@
 """Sequential low-cost decode of one video for shot detectors (:class:`VideoScanner`).
 
+Frames come out upright, as a player shows them, like every other decode (:mod:`egocurate.media.orient`).
+
 The scanner drops non-reference frames inside the decoder (``skip_frame``), skips the loop filter and
 scales with a cached swscale context, then decodes exact frames only inside requested ranges. Frame
 indices are ranks of presentation timestamps, as in :mod:`egocurate.media.decode`, so both paths
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from egocurate.media.decode import SKIP_FRAME, DecodeError, Size, SkipMode, open_source
+from egocurate.media.orient import Orientation, display_orientation
 
 
 def prefetch(items: Iterator[Any], depth: int = 64) -> Iterator[Any]:
@@ -89,6 +92,7 @@ class VideoScanner:
         self.fps = 0.0
         self.has_b_frames = False
         self.decoded_frames = 0
+        self._orientation: Orientation | None = None  # read from the file at the first frame
 
     # -- opening
     def _open(self, skip: SkipMode) -> tuple[Any, Any, Any]:
@@ -134,9 +138,12 @@ class VideoScanner:
         return np.searchsorted(self.frame_pts, np.asarray(pts, dtype=np.int64))
 
     def _thumb(self, reformatter: Any, frame: Any) -> np.ndarray:
-        return reformatter.reformat(
-            frame, width=self.size[0], height=self.size[1], format="rgb24", interpolation="AREA"
-        ).to_ndarray()
+        """The frame upright (as a player shows it; PyAV leaves the display matrix to us) at `size`."""
+        if self._orientation is None:
+            self._orientation = display_orientation(self.uri, self.storage_options).upright
+        width, height = self._orientation.coded_size(self.size)
+        small = reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation="AREA")
+        return self._orientation.apply(small.to_ndarray()[None])[0]
 
     # -- passes
     def split_points(self, parts: int) -> list[int]:

@@ -215,3 +215,18 @@ def test_lam_shard_and_export_see_the_same_upright_picture(
     for label, frames in (("lam", lam_frames), ("shard", shard_frames), ("export", export_frames)):
         assert psnr(frames, upright) >= 30, (label, psnr(frames, upright))
     assert psnr(shard_frames, lam_frames) >= 30 and psnr(export_frames, lam_frames) >= 30
+
+
+@pytest.mark.parametrize("name", ["rot90", "rot270", "mirror", "transpose"])
+def test_the_shot_scanner_sees_the_picture_upright_too(files, coded, name):
+    from egocurate.media.scan import VideoScanner
+
+    upright = MATRICES[name][1](coded[0])
+    h, w = upright.shape[:2]
+    size = (w // 8, h // 8)
+    thumbs = [frame for _, frame in VideoScanner(str(files[name]), size=size).scan(skip="none")]
+    assert thumbs[0].shape == (h // 8, w // 8, 3)
+    assert psnr(thumbs[0], crop_resize(upright[None], *size)[0]) > 25
+    sideways = [frame for _, frame in VideoScanner(str(files["base"]), size=size[::-1]).scan(skip="none")]
+    if sideways[0].shape == thumbs[0].shape:  # mirror: the same size, a different picture
+        assert psnr(thumbs[0], sideways[0]) < 25
