@@ -140,7 +140,7 @@ def _to_device(x, device: str):
 def bench_lam(device: str, tiny: bool) -> dict:
     import torch
 
-    from egocurate.latent_actions.lam import LAMConfig, LatentActionModel
+    from egocurate.actions.lam import LAMConfig, LatentActionModel
 
     config = LAMConfig(model_dim=64, enc_blocks=2, dec_blocks=2, num_heads=4) if tiny else LAMConfig()
     h, w, batch = (64, 64, 2) if tiny else (240, 320, 32)
@@ -162,7 +162,7 @@ def bench_wan_vae(device: str, tiny: bool) -> dict:
     need("diffusers")
     import torch
 
-    from egocurate.latent_actions.tokenizer import WanTokenizer
+    from egocurate.actions.tokenizer import WanTokenizer
 
     h, w, frames, batch = (48, 64, 5, 1) if tiny else (480, 640, 17, 1)
     tok = WanTokenizer("wan2.1", tiny=tiny, device=device, dtype=_dtype(device))

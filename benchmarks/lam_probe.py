@@ -2,7 +2,7 @@
 
 1. Generate synthetic egocentric videos whose generator records the true per-frame action: the hand's
    displacement and the camera's motion (`egocurate.testing.videos`, `.truth.json`).
-2. Train a small LAM (`egocurate.latent_actions.train`) on the clips of the training videos, within a
+2. Train a small LAM (`egocurate.actions.train`) on the clips of the training videos, within a
    CPU budget (CPU seconds of this process, `--budget-cpu-s`, fair on a shared machine).
 3. Label clips with the trained checkpoint through the real `latent_actions` stage (float16 storage).
 4. Fit a linear probe z_mu → action on the training videos' pairs; report R² on held-out videos.
@@ -32,11 +32,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from egocurate.latent_actions.arrays import unpack_f16
-from egocurate.latent_actions.frames import read_model_frames, strided_indices
-from egocurate.latent_actions.lam import LatentActionModel
-from egocurate.latent_actions.lam_stage import LatentActionStage
-from egocurate.latent_actions.train import TrainConfig, psnr, train
+from egocurate.actions.arrays import unpack_f16
+from egocurate.actions.frames import read_model_frames, strided_indices
+from egocurate.actions.lam import LatentActionModel
+from egocurate.actions.lam_stage import LatentActionStage
+from egocurate.actions.train import TrainConfig, psnr, train
 from egocurate.testing.videos import make_video
 
 MARGIN = 24  # egocurate.testing.videos.render_scene's camera margin

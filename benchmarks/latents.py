@@ -25,9 +25,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from egocurate.latent_actions.lam import LAMConfig, LatentActionModel, num_parameters
-from egocurate.latent_actions.lam_stage import LatentActionStage
-from egocurate.latent_actions.tokenizer import WanTokenizer
+from egocurate.actions.lam import LAMConfig, LatentActionModel, num_parameters
+from egocurate.actions.lam_stage import LatentActionStage
+from egocurate.actions.tokenizer import WanTokenizer
 from egocurate.media.crop import crop_resize
 from egocurate.media.decode import read_clip
 from egocurate.testing.videos import make_video

@@ -2,11 +2,12 @@
 
 Rooms and what each may import (besides itself and the standard library / third parties):
 
-- stage packages (ingest, filters, annotate, latent_actions): ``catalog.tables``, ``media``,
+- stage packages (ingest, filters, annotate, actions): ``catalog.tables``, ``media``,
   ``storage`` and ``stage_base`` (the typed Resources and hook defaults every stage declares);
 - ``catalog``: ``storage``; ``media``: ``storage``; ``storage``, ``stage_base`` and
   ``lerobot_layout`` (the LeRobot dataset layout its reader, writer and test writer share): nothing;
-- ``shards``: ``catalog``, ``media``, ``storage``; ``export``: those and ``lerobot_layout``;
+- ``shards``: ``catalog``, ``media``, ``storage`` and ``actions.align`` (stored actions matched to
+  rendered frames); ``export``: those and ``lerobot_layout``;
 - ``testing``: anything but ``jobs`` and ``cli``, and only tests, benchmarks and the demo import it;
 - ``integrations`` (adapters for trainers such as DreamDojo): ``shards``, ``export``, ``catalog``,
   ``media``, ``storage``;
@@ -20,7 +21,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "egocurate"
-STAGE_PACKAGES = ("ingest", "filters", "annotate", "latent_actions")
+STAGE_PACKAGES = ("ingest", "filters", "annotate", "actions")
 BASE = ("egocurate.storage", "egocurate.stage_base", "egocurate.lerobot_layout")
 ALLOWED: dict[str, tuple[str, ...]] = {
     **{room: ("egocurate.catalog.tables", "egocurate.media", *BASE) for room in STAGE_PACKAGES},
@@ -29,8 +30,14 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "storage": (),
     "stage_base": (),
     "lerobot_layout": (),
-    "shards": ("egocurate.catalog", "egocurate.media", "egocurate.storage"),
-    "export": ("egocurate.catalog", "egocurate.media", "egocurate.storage", "egocurate.lerobot_layout"),
+    "shards": ("egocurate.catalog", "egocurate.media", "egocurate.storage", "egocurate.actions.align"),
+    "export": (
+        "egocurate.catalog",
+        "egocurate.media",
+        "egocurate.storage",
+        "egocurate.lerobot_layout",
+        "egocurate.actions.align",
+    ),  # fmt: skip
     "configs": (),
     "integrations": (
         "egocurate.shards",
@@ -160,8 +167,8 @@ def test_the_rule_catches_a_bad_import(tmp_path):
 def test_top_level_rooms_tell_the_architecture():
     rooms = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists())
     assert rooms == sorted(
-        ["annotate", "catalog", "cli", "configs", "export", "filters", "ingest", "integrations", "jobs",
-         "latent_actions", "media", "shards", "testing"]
+        ["actions", "annotate", "catalog", "cli", "configs", "export", "filters", "ingest", "integrations",
+         "jobs", "media", "shards", "testing"]
     )  # fmt: skip
     base_modules = ["__init__.py", "lerobot_layout.py", "stage_base.py", "storage.py"]
     assert sorted(p.name for p in PACKAGE.glob("*.py")) == base_modules

@@ -18,7 +18,7 @@ app = typer.Typer(
 
 def load_idm_config(path: Path | None, overrides: dict | None = None):
     """An IDMTrainConfig from YAML (its keys are IDMTrainConfig fields), with command-line overrides."""
-    from egocurate.latent_actions.idm_train import IDMTrainConfig
+    from egocurate.actions.idm_train import IDMTrainConfig
 
     return load_yaml_config(path, overrides, IDMTrainConfig, "IDM training options")
 
@@ -41,7 +41,7 @@ def train_command(
     Writes `<out>/<name>.safetensors` and `<out>/<name>.json` (config, action names, normalisation)."""
     from egocurate.catalog.store import Catalog
     from egocurate.jobs.inputs import idm_episodes
-    from egocurate.latent_actions.idm_train import train_idm, train_with_ray
+    from egocurate.actions.idm_train import train_idm, train_with_ray
 
     cfg = load_idm_config(config, {"out_dir": out, "max_steps": max_steps, "max_seconds": max_seconds})
     rows = idm_episodes(Catalog(catalog, create=False))
@@ -89,7 +89,7 @@ def label_command(
     from egocurate.jobs.inputs import build_inputs
     from egocurate.jobs.pipeline import make_engine, print_summary
     from egocurate.jobs.registry import build_stage
-    from egocurate.latent_actions.idm import load_idm
+    from egocurate.actions.idm import load_idm
 
     cat = Catalog(catalog, create=False)
     model = load_idm(checkpoint)  # a bad checkpoint fails here, once, before any work
@@ -106,7 +106,7 @@ def label_command(
 
 def check_action_dims(catalog, action_dim: int, name: str) -> None:
     """Raise ActionDimError when the catalog's real actions have another dimension than the IDM's."""
-    from egocurate.latent_actions.idm import ActionDimError
+    from egocurate.actions.idm import ActionDimError
 
     shapes = catalog.read("episode_actions", columns=["actions_shape"]).column("actions_shape").to_pylist()
     dims = sorted({int(s[1]) for s in shapes if s and len(s) == 2})

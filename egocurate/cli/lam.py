@@ -17,7 +17,7 @@ app = typer.Typer(
 
 def load_train_config(path: Path | None, overrides: dict | None = None):
     """A TrainConfig from YAML (its keys are TrainConfig fields), with command-line overrides."""
-    from egocurate.latent_actions.train import TrainConfig
+    from egocurate.actions.train import TrainConfig
 
     return load_yaml_config(path, overrides, TrainConfig, "training options")
 
@@ -42,7 +42,7 @@ def train_command(
     rank runs this command and trains on its own shard of clips."""
     from egocurate.catalog.store import Catalog
     from egocurate.jobs.inputs import clips
-    from egocurate.latent_actions.train import train, train_with_ray
+    from egocurate.actions.train import train, train_with_ray
 
     cfg = load_train_config(
         config, {"checkpoint_dir": checkpoint_dir, "max_steps": max_steps, "max_seconds": max_seconds}
@@ -94,7 +94,7 @@ def convert_command(
     ] = False,
 ) -> None:
     """Convert a LAM checkpoint to safetensors once, so it never needs unpickling again."""
-    from egocurate.latent_actions.lam import CheckpointError, LatentActionModel
+    from egocurate.actions.lam import CheckpointError, LatentActionModel
 
     try:
         model = LatentActionModel.from_checkpoint(source, trust_checkpoint=trust_checkpoint)

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from egocurate.actions.align import align_idm_actions, align_latent_actions, align_real_actions
 from egocurate.catalog.action_sources import parse_action_order
-from egocurate.catalog.rows import align_idm_actions, align_latent_actions, align_real_actions
 from egocurate.catalog.selection import episode_actions_for, idm_actions_for, latents_for
 from egocurate.catalog.store import Catalog
 

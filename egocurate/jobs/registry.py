@@ -67,19 +67,19 @@ STAGES: dict[str, StageEntry] = {
         ),
         StageEntry(
             "latent_actions",
-            "egocurate.latent_actions.lam_stage:LatentActionStage",
+            "egocurate.actions.lam_stage:LatentActionStage",
             "clips",
             "DreamDojo latent actions (T-1, 32) per clip",
         ),  # fmt: skip
         StageEntry(
             "idm_actions",
-            "egocurate.latent_actions.idm_stage:IDMActionStage",
+            "egocurate.actions.idm_stage:IDMActionStage",
             "idm_inputs",
             "inverse-dynamics pseudo-actions (T-1, A) per clip, in the robot's units",
         ),  # fmt: skip
         StageEntry(
             "tokenizer_latents",
-            "egocurate.latent_actions.tokenizer_stage:TokenizerLatentStage",
+            "egocurate.actions.tokenizer_stage:TokenizerLatentStage",
             "clips",
             "Wan VAE latents per clip",
         ),  # fmt: skip

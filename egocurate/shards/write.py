@@ -31,13 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from egocurate.catalog.rows import (
-    align_idm_actions,
-    align_latent_actions,
-    align_real_actions,
-    first_present,
-    quality_scores,
-)
+from egocurate.actions.align import align_idm_actions, align_latent_actions, align_real_actions
+from egocurate.catalog.rows import first_present, quality_scores
 from egocurate.catalog.selection import (
     DEFAULT_QUERY,
     catalog_version,

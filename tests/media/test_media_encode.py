@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from egocurate.catalog.rows import align_latent_actions
+from egocurate.actions.align import align_latent_actions
 from egocurate.media.crop import cover_size, crop_box, crop_resize
 from egocurate.media.encode import decode_mp4, encode_mp4, probe_mp4, resample_indices
 from egocurate.shards.write import bf16_bytes, clip_offsets

@@ -154,7 +154,7 @@ def test_every_backend_decodes_upright_at_any_size(files, coded, backend, name):
 
 def _lam_frames(monkeypatch) -> list[np.ndarray]:
     """Spy on the LAM stage's encoder: the uint8 pairs it was given, in order."""
-    from egocurate.latent_actions.lam_stage import LatentActionStage
+    from egocurate.actions.lam_stage import LatentActionStage
 
     seen: list[np.ndarray] = []
     original = LatentActionStage.encode

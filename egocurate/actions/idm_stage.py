@@ -22,9 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from egocurate.catalog import tables
-from egocurate.latent_actions.arrays import pack_f16
-from egocurate.latent_actions.common import (
+from egocurate.actions.arrays import pack_f16
+from egocurate.actions.common import (
     Device,
     classify_decode_error,
     error_row,
@@ -32,7 +31,8 @@ from egocurate.latent_actions.common import (
     output_table,
     pick_device,
 )
-from egocurate.latent_actions.frames import pairs_to_tensor, read_model_frames, source_problem
+from egocurate.actions.frames import pairs_to_tensor, read_model_frames, source_problem
+from egocurate.catalog import tables
 from egocurate.media.decode import FRAMES_COLUMN, FRAMES_SHAPE_COLUMN, frames_columns, frames_of
 from egocurate.media.source import clip_source
 from egocurate.stage_base import BaseStage, Resources
@@ -82,7 +82,7 @@ class IDMActionStage(BaseStage):
     # ------------------------------------------------------------------ model
     def setup(self) -> None:
         """Load the IDM once per worker (safetensors + JSON), on the GPU when there is one."""
-        from egocurate.latent_actions.idm import checkpoint_hash, load_idm
+        from egocurate.actions.idm import checkpoint_hash, load_idm
 
         if self.model is not None:
             return
@@ -186,7 +186,7 @@ class IDMActionStage(BaseStage):
 
     def process(self, batch: pa.Table) -> pa.Table:
         """One output row per clip: pseudo-actions (and errors vs real actions), or an error row."""
-        from egocurate.latent_actions.idm import chunk_starts, stitch_chunks
+        from egocurate.actions.idm import chunk_starts, stitch_chunks
 
         self.setup()
         horizon, dim = self.model.config.horizon, self.model.config.action_dim

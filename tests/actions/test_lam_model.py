@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from egocurate.latent_actions.lam import (
+from egocurate.actions.lam import (
     CheckpointError,
     LAMConfig,
     LatentActionModel,

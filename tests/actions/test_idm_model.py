@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from egocurate.cli.main import user_error
-from egocurate.latent_actions.idm import (
+from egocurate.actions.idm import (
     ActionDimError,
     IDMConfig,
     InverseDynamicsModel,
@@ -19,7 +18,8 @@ from egocurate.latent_actions.idm import (
     load_idm,
     stitch_chunks,
 )
-from egocurate.latent_actions.idm_train import EpisodePairs, IDMTrainConfig, train_idm
+from egocurate.actions.idm_train import EpisodePairs, IDMTrainConfig, train_idm
+from egocurate.cli.main import user_error
 from egocurate.testing.robot_videos import ACTION_NAMES
 
 TINY = {"horizon": 1, "height": 32, "width": 32, "widths": [8, 16], "hidden": 32}

@@ -10,12 +10,12 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
+from egocurate.actions.arrays import unpack_f16
+from egocurate.actions.idm import ActionDimError, IDMConfig, InverseDynamicsModel
+from egocurate.actions.idm_stage import ACTION_DIM_MISMATCH, IDMActionStage
 from egocurate.catalog import tables
 from egocurate.cli.main import app, user_error
 from egocurate.jobs.inputs import idm_inputs
-from egocurate.latent_actions.arrays import unpack_f16
-from egocurate.latent_actions.idm import ActionDimError, IDMConfig, InverseDynamicsModel
-from egocurate.latent_actions.idm_stage import ACTION_DIM_MISMATCH, IDMActionStage
 from egocurate.testing.robot_videos import ACTION_NAMES, write_robot_catalog
 
 CONFIG = """

@@ -9,13 +9,13 @@ import pyarrow as pa
 import pytest
 import torch
 
+from egocurate.actions.arrays import unpack_f16
+from egocurate.actions.lam_stage import LatentActionStage
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog
 from egocurate.jobs.driver import run_stage
 from egocurate.jobs.registry import build_stage
 from egocurate.jobs.runners.local import LocalEngine
-from egocurate.latent_actions.arrays import unpack_f16
-from egocurate.latent_actions.lam_stage import LatentActionStage
 from egocurate.media.crop import cover_size, crop_box, crop_resize
 from egocurate.media.decode import read_clip
 from egocurate.testing.videos import make_corrupt_copy, make_video
@@ -210,7 +210,7 @@ def test_pipeline_params_are_validated():
 
 
 def test_checkpoint_stage_uses_the_file_as_model_id(tmp_path, videos):
-    from egocurate.latent_actions.lam import LAMConfig, LatentActionModel
+    from egocurate.actions.lam import LAMConfig, LatentActionModel
 
     model = LatentActionModel(LAMConfig(**TINY))
     path = Path(tmp_path) / "mine.safetensors"

@@ -17,9 +17,8 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from egocurate.catalog import tables
-from egocurate.latent_actions.arrays import pack_f16
-from egocurate.latent_actions.common import (
+from egocurate.actions.arrays import pack_f16
+from egocurate.actions.common import (
     Device,
     Precision,
     classify_decode_error,
@@ -31,7 +30,7 @@ from egocurate.latent_actions.common import (
     pick_device,
     pick_dtype,
 )
-from egocurate.latent_actions.frames import (
+from egocurate.actions.frames import (
     model_plan,
     pair_chunks,
     pairs_to_tensor,
@@ -40,6 +39,7 @@ from egocurate.latent_actions.frames import (
     stride_for,
     strided_indices,
 )
+from egocurate.catalog import tables
 from egocurate.media.crop import crop_resize
 from egocurate.media.decode import FRAMES_COLUMN, FRAMES_SHAPE_COLUMN, FramePlan, frames_columns, frames_of
 from egocurate.media.source import ClipSource, clip_source
@@ -96,7 +96,7 @@ class LatentActionStage(BaseStage):
         """Load the LAM once per worker, on the GPU when there is one."""
         import torch
 
-        from egocurate.latent_actions.lam import LAMConfig, LatentActionModel
+        from egocurate.actions.lam import LAMConfig, LatentActionModel
 
         if self.model is not None:
             return

@@ -23,14 +23,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from egocurate.latent_actions.frames import read_model_frames
-from egocurate.latent_actions.idm import (
+from egocurate.actions.frames import read_model_frames
+from egocurate.actions.idm import (
     ActionDimError,
     IDMConfig,
     InverseDynamicsModel,
     action_statistics,
 )
-from egocurate.latent_actions.train import _device, _maybe_init_distributed, _rank_world
+from egocurate.actions.train import _device, _maybe_init_distributed, _rank_world
 from egocurate.media.source import clip_source
 
 

@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from egocurate.catalog import tables
-from egocurate.latent_actions.arrays import pack_bf16
-from egocurate.latent_actions.common import (
+from egocurate.actions.arrays import pack_bf16
+from egocurate.actions.common import (
     Device,
     Precision,
     classify_decode_error,
@@ -31,8 +30,9 @@ from egocurate.latent_actions.common import (
     pick_device,
     pick_dtype,
 )
-from egocurate.latent_actions.frames import read_model_frames, source_problem, stride_for, strided_indices
-from egocurate.latent_actions.tokenizer import Variant
+from egocurate.actions.frames import read_model_frames, source_problem, stride_for, strided_indices
+from egocurate.actions.tokenizer import Variant
+from egocurate.catalog import tables
 from egocurate.media.decode import FRAMES_COLUMN, FRAMES_SHAPE_COLUMN, frames_columns, frames_of
 from egocurate.media.source import clip_source
 from egocurate.stage_base import BaseStage, Resources
@@ -93,7 +93,7 @@ class TokenizerLatentStage(BaseStage):
 
     def setup(self) -> None:
         """Load the VAE once per worker (bf16 on GPU by default, fp32 on CPU)."""
-        from egocurate.latent_actions.tokenizer import WanTokenizer
+        from egocurate.actions.tokenizer import WanTokenizer
 
         if self.tokenizer is not None:
             return
@@ -237,7 +237,7 @@ class TokenizerLatentStage(BaseStage):
 
 def read_latent(row: dict, storage_options: dict | None = None):
     """The float32 μ tensor [windows, C, 1+k, h, w] of a ``clip_tokenizer_latents`` row (inline or file)."""
-    from egocurate.latent_actions.arrays import unpack_bf16
+    from egocurate.actions.arrays import unpack_bf16
 
     if row.get("latent") is not None:
         return unpack_bf16(row["latent"], row["latent_shape"])

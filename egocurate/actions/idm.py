@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from egocurate.latent_actions.lam import CheckpointError
+from egocurate.actions.lam import CheckpointError
 
 
 class ActionDimError(CheckpointError):

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from egocurate.latent_actions.frames import read_model_frames
-from egocurate.latent_actions.lam import LAMConfig, LatentActionModel
+from egocurate.actions.frames import read_model_frames
+from egocurate.actions.lam import LAMConfig, LatentActionModel
 from egocurate.media.source import clip_source
 
 
@@ -221,7 +221,7 @@ def load_checkpoint(model: LatentActionModel, optimizer: torch.optim.Optimizer, 
     """Restore model and optimiser from a checkpoint written by :func:`save_checkpoint`; returns its step."""
     from safetensors.torch import load_file
 
-    from egocurate.latent_actions.lam import strip_prefix
+    from egocurate.actions.lam import strip_prefix
 
     step_text = weights.name[len("lam-step") : -len(".safetensors")]
     directory = weights.parent

@@ -9,13 +9,13 @@ import pyarrow as pa
 import pytest
 import torch
 
+from egocurate.actions.tokenizer import WanTokenizer, latent_shape, load_vae
+from egocurate.actions.tokenizer_stage import TokenizerLatentStage, read_latent
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog
 from egocurate.jobs.driver import run_stage
 from egocurate.jobs.registry import build_stage
 from egocurate.jobs.runners.local import LocalEngine
-from egocurate.latent_actions.tokenizer import WanTokenizer, latent_shape, load_vae
-from egocurate.latent_actions.tokenizer_stage import TokenizerLatentStage, read_latent
 from egocurate.testing.videos import make_video
 
 HW = (48, 64)
@@ -130,7 +130,7 @@ def test_stage_stores_bf16_latents_and_quarantines(clip_rows, tmp_path):
     # the stored bf16 latent is the VAE's mean of the first window, up to bf16 rounding
     stage = TokenizerLatentStage(**params)
     stage.setup()
-    from egocurate.latent_actions.frames import read_model_frames
+    from egocurate.actions.frames import read_model_frames
 
     frames = read_model_frames(clip_rows[0]["uri"], range(0, 5), HW, (320, 240))
     torch.testing.assert_close(latent[0], stage.tokenizer.encode(frames[None])[0], atol=0.05, rtol=0.02)

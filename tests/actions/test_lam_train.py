@@ -12,11 +12,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from egocurate.actions.lam import LatentActionModel
+from egocurate.actions.train import ClipPairStream, TrainConfig, checkpoint_paths, lam_loss, train
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog
 from egocurate.cli.lam import app
-from egocurate.latent_actions.lam import LatentActionModel
-from egocurate.latent_actions.train import ClipPairStream, TrainConfig, checkpoint_paths, lam_loss, train
 from egocurate.testing.videos import make_video
 
 TINY = {"model_dim": 32, "enc_blocks": 1, "dec_blocks": 1, "num_heads": 2, "patch_size": 16}

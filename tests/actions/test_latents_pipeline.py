@@ -10,12 +10,12 @@ import pyarrow as pa
 import pytest
 import yaml
 
+from egocurate.actions.arrays import unpack_f16
+from egocurate.actions.tokenizer_stage import read_latent
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog
 from egocurate.jobs.config import PipelineConfig
 from egocurate.jobs.pipeline import run_pipeline
-from egocurate.latent_actions.arrays import unpack_f16
-from egocurate.latent_actions.tokenizer_stage import read_latent
 from egocurate.testing.videos import make_sample_set
 
 LATENT_STAGES = ("latent_actions", "tokenizer_latents")
