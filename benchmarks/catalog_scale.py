@@ -13,7 +13,9 @@ fitted exponent of total driver time against rows. The reference it names is tod
 path (every commit checks keys against the whole table, no compaction), run in the same process
 at the sizes where it can finish; at larger sizes its cost is extrapolated from its fitted
 exponent, and the line says so. Commit sizes follow the issue: `commit_every` 256 up to 1M rows,
-4,096 above. `--log-retention-hours` sets the tables' Delta log retention
+4,096 above. An ingest-shaped run (`--videos`, default 1M uris; every 1000th a copy of an earlier
+video that its commit must fold) times the merging commit beside today's fold-every-commit path
+(`--today-videos`). `--log-retention-hours` sets the tables' Delta log retention
 (``EGOCURATE_LOG_RETENTION_HOURS``): deltalake lists the whole `_delta_log` folder on every load and
 commit on a local file system, so a run of thousands of commits in minutes pays for its log length
 unless expired entries are cleaned at checkpoints; each line reports the retention it ran with.
@@ -64,6 +66,80 @@ class HashedScores(BaseStage):
                "blur": score, "brightness": score}  # fmt: skip
         out.update(tables.error_columns(batch.num_rows))
         return pa.table(out)
+
+
+class HashedVideos(BaseStage):
+    """An ingest-shaped merging stage with no decode: `videos` rows whose id is the uri's number,
+    with every 1000th uri a copy of one 500 uris earlier (an exact duplicate, committed in an
+    earlier commit, that this commit must fold)."""
+
+    name: ClassVar[str] = "scale_ingest"
+    input_key: ClassVar[str] = "uri"
+    output_table: ClassVar[str] = tables.VIDEOS.name
+    merges_duplicates: ClassVar[bool] = True
+    done_key_columns: ClassVar[tuple[str, ...]] = ("uri", "duplicate_uris")
+
+    def __init__(self, batch_size: int):
+        self.resources = Resources(batch_size=batch_size)
+
+    @staticmethod
+    def source_of(n: int) -> int:
+        return n - 500 if n % 1000 == 999 else n
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        uris = batch.column("uri").to_pylist()
+        ids = [f"{self.source_of(int(u[1:])):016x}" for u in uris]  # u = "/<n>"
+        out = {"video_id": ids, "uri": uris, "duplicate_uris": [[] for _ in uris],
+               "duration_s": [4.0] * len(uris), "fps": [30.0] * len(uris)}  # fmt: skip
+        return tables.conform(pa.table(out), tables.VIDEOS)
+
+    def merge_duplicates(self, existing: pa.Table, incoming: pa.Table) -> pa.Table:
+        from egocurate.ingest.probe_stage import ProbeStage
+
+        return ProbeStage.merge_duplicates(self, existing, incoming)  # ingest's own fold
+
+
+def video_uris(n: int) -> pa.Table:
+    return pa.table({"uri": pa.array([f"/{i}" for i in range(n)], pa.string())})
+
+
+def run_videos(rows: int, commit_every: int, path: str, root: Path) -> dict:
+    """One driven ingest-shaped run over `rows` uris; `today` folds every commit (keyed overwrite)."""
+    catalog = Catalog(root / f"videos-{path}-{rows}")
+    clock = CommitClock(catalog)
+    original_bases, original_fold = driver.commit_bases, catalog.commit_or_fold
+    if path == "today":  # every commit is a keyed overwrite that scans the table for its keys
+        driver.commit_bases = lambda catalog, stage: {}
+        os.environ["EGOCURATE_OPTIMIZE_EVERY"] = "0"
+    else:
+        os.environ.pop("EGOCURATE_OPTIMIZE_EVERY", None)
+
+    def timed_fold(spec, parts, *args, **kwargs):
+        start = time.perf_counter()
+        version = original_fold(spec, parts, *args, **kwargs)
+        clock.records.append({"table": "videos:fold", "s": time.perf_counter() - start})
+        return version
+
+    catalog.commit_or_fold = timed_fold
+    try:
+        start = time.perf_counter()
+        summary = driver.run_stage(HashedVideos(commit_every), video_uris(rows), catalog, LocalEngine(),
+                                   commit_every=commit_every, progress=False)  # fmt: skip
+        driver_s = time.perf_counter() - start
+    finally:
+        driver.commit_bases = original_bases
+    series = clock.series("videos:fold")
+    out = {"bench": "catalog_scale_videos", "path": path, "rows": rows, "commit_every": commit_every,
+           "commits": summary.commits, "driver_s": round(driver_s, 2), "videos": catalog.count("videos"),
+           "expected_videos": rows - len(range(999, rows, 1000)),
+           "fold_commits": sum(1 for h in catalog.history("videos")
+                               if (h.get("operationParameters") or {}).get("mode") == "Overwrite"),
+           "commit_first": percentiles(series[10:60]), "commit_last": percentiles(series[-50:])}  # fmt: skip
+    if out["commit_first"] and out["commit_last"]:
+        out["p50_last_over_first"] = round(
+            out["commit_last"]["p50_s"] / max(out["commit_first"]["p50_s"], 1e-9), 2
+        )
+    return out
 
 
 def clip_rows(n: int, seed: int = 0) -> pa.Table:
@@ -243,12 +319,14 @@ def main() -> None:
     parser.add_argument("--today-sizes", default="20000,80000")
     parser.add_argument("--tiny", action="store_true", help="a quick run for CI (small sizes)")
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
+    parser.add_argument("--videos", default="1000000", help="sizes of the ingest-shaped (folding) run")
+    parser.add_argument("--today-videos", default="20000", help="its sizes on today's fold-every-commit path")
     parser.add_argument("--log-retention-hours", type=float, default=None,
                         help="Delta log retention of the tables (default: Delta's 30 days)")  # fmt: skip
     args = parser.parse_args()
     if args.log_retention_hours is not None:  # the driver's, the rerun child's and the reads' catalogs
         os.environ["EGOCURATE_LOG_RETENTION_HOURS"] = str(args.log_retention_hours)
-    sizes = [20_000, 80_000] if args.tiny else [int(s) for s in args.sizes.split(",")]
+    sizes = [20_000, 80_000] if args.tiny else [int(s) for s in args.sizes.split(",") if s]
     today = [2_000, 8_000] if args.tiny else [int(s) for s in args.today_sizes.split(",") if s]
     every = (lambda n: 256) if args.tiny else (lambda n: 256 if n <= 1_000_000 else 4096)
     sink = open(args.out, "a") if args.out else None  # noqa: SIM115
@@ -271,6 +349,11 @@ def main() -> None:
                 record.pop("catalog")
                 results[(path, rows)] = record
                 emit(record)
+        video_sizes = [5_000] if args.tiny else [int(s) for s in args.videos.split(",") if s]
+        today_videos = [2_000] if args.tiny else [int(s) for s in args.today_videos.split(",") if s]
+        for path, path_sizes in (("today", today_videos), ("base", video_sizes)):
+            for rows in path_sizes:
+                emit(run_videos(rows, 256, path, Path(tmp)))
         for path, path_sizes in (("today", today), ("base", sizes)):
             if not path_sizes:
                 continue

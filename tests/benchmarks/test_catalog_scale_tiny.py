@@ -24,3 +24,8 @@ def test_catalog_scale_tiny_drives_both_commit_paths_and_reruns_nothing():
     assert big["files_stage_table"] < big["commits"]  # compaction ran
     fits = {line["path"]: line for line in lines if line["bench"] == "catalog_scale_fit"}
     assert fits["today"]["extrapolated_driver_s"]["16000000"] > 0
+    videos = {line["path"]: line for line in lines if line["bench"] == "catalog_scale_videos"}
+    for line in videos.values():  # planted duplicates folded, never doubled or lost
+        assert line["videos"] == line["expected_videos"] < line["rows"]
+    assert videos["today"]["fold_commits"] == videos["today"]["commits"]  # today: every commit overwrites
+    assert videos["base"]["fold_commits"] < videos["base"]["commits"]  # now: only commits holding a duplicate
