@@ -24,6 +24,7 @@ unless expired entries are cleaned at checkpoints; each line reports the retenti
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -69,7 +70,7 @@ class HashedScores(BaseStage):
 
 
 class HashedVideos(BaseStage):
-    """An ingest-shaped merging stage with no decode: `videos` rows whose id is the uri's number,
+    """An ingest-shaped merging stage with no decode: `videos` rows whose id is a hash of the uri's number,
     with every 1000th uri a copy of one 500 uris earlier (an exact duplicate, committed in an
     earlier commit, that this commit must fold)."""
 
@@ -88,7 +89,10 @@ class HashedVideos(BaseStage):
 
     def process(self, batch: pa.Table) -> pa.Table:
         uris = batch.column("uri").to_pylist()
-        ids = [f"{self.source_of(int(u[1:])):016x}" for u in uris]  # u = "/<n>"
+        # u = "/<n>"; ids hashed like real content ids, so file statistics prune nothing
+        ids = [
+            hashlib.blake2b(str(self.source_of(int(u[1:]))).encode(), digest_size=8).hexdigest() for u in uris
+        ]
         out = {"video_id": ids, "uri": uris, "duplicate_uris": [[] for _ in uris],
                "duration_s": [4.0] * len(uris), "fps": [30.0] * len(uris)}  # fmt: skip
         return tables.conform(pa.table(out), tables.VIDEOS)
