@@ -574,6 +574,31 @@ class Catalog:
             col = pc.list_flatten(col)
         return pc.unique(col.drop_null()).cast(pa.string())
 
+    def key_column(self, name: str, column: str, filter: Any | None = None) -> pa.Array:
+        """One string column's non-null values as they are stored (duplicates kept): what a hash
+        lookup (`pc.is_in(value_set=...)`) needs, without the cost of making them distinct."""
+        ds = self.dataset(name)
+        if ds is None or column not in ds.schema.names:
+            return pa.array([], pa.string())
+        with self.reading(name):
+            col = ds.to_table(columns=[column], filter=filter).column(0).combine_chunks()
+        return col.drop_null().cast(pa.string())
+
+    def values_among(self, name: str, column: str, among: pa.Array, filter: Any | None = None) -> pa.Array:
+        """The values of `among` that `column` holds (list columns flattened), read batch by batch."""
+        ds = self.dataset(name)
+        if ds is None or column not in ds.schema.names or len(among) == 0:
+            return pa.array([], pa.string())
+        hits = []
+        with self.reading(name):
+            for batch in ds.to_batches(columns=[column], filter=filter):
+                col = batch.column(0)
+                if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+                    col = pc.list_flatten(col)
+                col = col.cast(pa.string())
+                hits.append(col.filter(pc.fill_null(pc.is_in(col, value_set=among), False)))
+        return pc.unique(pa.concat_arrays(hits)) if hits else pa.array([], pa.string())
+
     def optimize(self, name: str, target_size: int | None = None) -> dict | None:
         """Compact a table's small files in one commit of its own (Delta OPTIMIZE).
 

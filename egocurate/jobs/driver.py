@@ -38,21 +38,14 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def done_keys(stage: Stage, catalog: Catalog) -> tuple[pa.Array, pa.Array]:
-    """(ledgered keys, keys done but not ledgered) for this stage, as Arrow string arrays.
-
-    A key is done when the ledger has it, or when the stage's own table or the quarantine already
-    holds it: a run killed between committing output and committing the ledger leaves the latter.
-    Arrow arrays, not Python sets: ~20 bytes a key, so a rerun over 16M keys stays in bounded
-    memory and time.
-    """
+def found_among(stage: Stage, catalog: Catalog, among: pa.Array) -> pa.Array:
+    """The keys of `among` (not ledgered) that the stage's table or the quarantine already holds:
+    a run killed between committing output and committing the ledger leaves these. Streams each
+    done column in record batches against `among` (small in a rerun), so memory stays bounded."""
     mine = pc.field("stage") == stage.name
-    ledgered = catalog.values(tables.LEDGER.name, "key", filter=mine)
-    found = [catalog.values(stage.output_table, column) for column in stage.done_columns()]
-    found.append(catalog.values(tables.QUARANTINE.name, "key", filter=mine))
-    found_all = pc.unique(pa.concat_arrays(found))
-    unledgered = found_all.filter(pc.invert(pc.is_in(found_all, value_set=ledgered)))
-    return ledgered, unledgered
+    found = [catalog.values_among(stage.output_table, column, among) for column in stage.done_columns()]
+    found.append(catalog.values_among(tables.QUARANTINE.name, "key", among, filter=mine))
+    return pc.unique(pa.concat_arrays(found))
 
 
 # Ledger and quarantine rows are unique per (stage, key): a key two racing runs both finished is
@@ -84,26 +77,30 @@ def _ledger_rows(
 def pending_rows(stage: Stage, catalog: Catalog, rows: pa.Table, run_id: str = "repair") -> pa.Table:
     """Anti-join `rows` against what the stage already did; this is what makes reruns free.
 
-    Keys found done in the stage's tables but missing from the ledger (a kill between the two
-    commits) are ledgered now, so the ledger stays a complete record of finished work.
+    One hash lookup of the input keys in the stage's ledger keys (Arrow, ~20 bytes a key, no Python
+    set); only the keys not ledgered are looked up in the stage's table and the quarantine, streamed.
+    Keys found done there but missing from the ledger (a kill between the two commits) are
+    ledgered now, so the ledger stays a complete record of finished work.
     """
     if rows.num_rows == 0:
         return rows
-    ledgered, unledgered = done_keys(stage, catalog)
-    if len(ledgered) + len(unledgered) == 0:
-        return rows
     keys = rows.column(stage.input_key).cast(pa.string()).combine_chunks()
-    repair = pc.unique(keys.filter(pc.is_in(keys, value_set=unledgered)))
-    if len(repair):
-        counts, quarantined = _what_was_done(stage, catalog, repair)
+    ledgered = catalog.key_column(tables.LEDGER.name, "key", filter=pc.field("stage") == stage.name)
+    todo = pc.invert(pc.is_in(keys, value_set=ledgered)) if len(ledgered) else None
+    del ledgered  # the one array of every finished key: gone before the next read
+    candidates = pc.unique(keys if todo is None else keys.filter(todo))
+    unledgered = found_among(stage, catalog, candidates) if len(candidates) else candidates
+    if len(unledgered):
+        counts, quarantined = _what_was_done(stage, catalog, unledgered)
         catalog.append_unique(
             tables.LEDGER,
-            _ledger_rows(stage, sorted(repair.to_pylist()), run_id, counts, quarantined),
+            _ledger_rows(stage, sorted(unledgered.to_pylist()), run_id, counts, quarantined),
             unique=LEDGER_KEY,
             operation=f"ledger-repair:{stage.name}",
         )
-    done = pa.concat_arrays([ledgered, unledgered])
-    return rows.filter(pc.invert(pc.is_in(keys, value_set=done)))
+        undone = pc.invert(pc.is_in(keys, value_set=unledgered))
+        todo = undone if todo is None else pc.and_(todo, undone)
+    return rows if todo is None else rows.filter(todo)
 
 
 def _what_was_done(stage: Stage, catalog: Catalog, keys: pa.Array) -> tuple[dict[str, int], set[str]]:
