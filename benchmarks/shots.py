@@ -6,10 +6,14 @@ Two tables, each line printed one JSON object:
    its tuning part and its reporting part (split by source recording; nothing was tuned on the
    reporting part). Splices of real recordings with hard cuts, jump cuts and ffmpeg ``xfade``
    dissolves, fades through black/white and wipes of 0.3-2 s, plus continuous real takes (no
-   transition at all). Per part and detector: F1 over every transition and file, cut and gradual
-   recall, false boundaries (all files), false boundaries per minute of continuous take, seconds of
-   a continuous take lost to the clip policy's trimming (``ClipPolicy()`` defaults) per minute,
-   wall seconds and the time ratio to PySceneDetect Adaptive and to TransNetV2.
+   transition at all), among them fast head-mounted takes (Aria takes whole and sped up 2-4x with
+   frames averaged: whip pans with heavy motion blur). Per part and detector: F1 over every
+   transition and file (``f1``) and over the splices alone (``splices_f1``), cut and gradual recall,
+   false boundaries (all files), false boundaries per minute of continuous take, seconds of a
+   continuous take lost to the clip policy's trimming (``ClipPolicy()`` defaults) per minute, false
+   boundaries and false cuts per minute of fast take (``fast_false_per_min``,
+   ``fast_false_cuts_per_min``), wall seconds and the time ratio to PySceneDetect Adaptive and to
+   TransNetV2. ``--only TEXT`` scores only the files whose name contains TEXT.
 
        .venv/bin/python benchmarks/shots.py --table real [--real-detectors content,cascade,...]
 
@@ -17,9 +21,9 @@ Two tables, each line printed one JSON object:
    one-off cost is not charged to whichever detector runs first. ``--progress`` prints one JSON
    line per file and detector on stderr; ``--torch-threads 1`` spares a shared machine.
 
-   Last measured (2026-11-30, one run of all five detectors, shared 2-core machine at load average
-   4-8; CPU-time ratios beside wall), 3 splices + 10 takes (2.77 min of takes), reporting part:
-   content F1 0.936 (cut recall 0.93, gradual 0.89), 0.0 false boundaries/min of take, 0.46x
+   Last measured (2026-11-30, data version 1, one run of all five detectors, shared 2-core machine
+   at load average 4-8; CPU-time ratios beside wall), 3 splices + 10 takes (2.77 min of takes),
+   reporting part: content F1 0.936 (cut recall 0.93, gradual 0.89), 0.0 false boundaries/min of take, 0.46x
    Adaptive's wall time (0.41x its CPU time); TransNetV2 (CPU, one torch thread) F1 0.706, 0.0/min,
    29x Adaptive's wall; the cascade gives exactly TransNetV2's output at 0.34x its wall (0.30x CPU);
    Adaptive F1 0.578; PySceneDetect Content F1 0.361, 3.6/min. Tuning part (content and
@@ -27,6 +31,23 @@ Two tables, each line printed one JSON object:
 
        .venv/bin/python benchmarks/shots.py --table real --parts reporting --transnet-device cpu \
            --torch-threads 1 --progress
+
+   Fast takes (2026-12-08, data version 2: bike repair moved to the tuning part, fast takes added;
+   shared 2-core machine at load average ~10; ``content`` before = the detector that re-checked only
+   cuts weaker than 0.40 on exact frames, after = every cut re-checked). False boundaries per minute
+   of fast take, tuning part (2.08 min: basketball and bike repair, 1x-4x): content 0.0 before and
+   after, TransNetV2 8.16 (17, all cuts); reporting part (1.04 min: cooking, 1x-4x): content 0.96
+   before (one confidence-1.0 cut on a blurred whip pan at 4x), 0.0 after, TransNetV2 7.68 (8).
+   F1 on the reporting splices: content 0.952 before and after, TransNetV2 0.679; tuning splices:
+   content 0.918 before and after. The exact re-checks decode 1% more frames (9,748 against 9,655
+   of 17,605, all 31 files). TransNetV2 (CPU, two torch threads) was run per group of files:
+
+       .venv/bin/python benchmarks/shots.py --table real --parts tuning --only aria \
+           --real-detectors content,transnet --transnet-device cpu --torch-threads 2
+       .venv/bin/python benchmarks/shots.py --table real --parts reporting --only cooking_aria \
+           --real-detectors content,transnet --transnet-device cpu --torch-threads 2
+       .venv/bin/python benchmarks/shots.py --table real --parts reporting --only splice \
+           --real-detectors content,transnet --transnet-device cpu --torch-threads 2
 
 2. ``"table": "generator"``: the older synthetic-transition benchmark below.
 
@@ -321,6 +342,12 @@ def real_rows(records: dict[str, dict[str, dict]], part: str) -> list[dict]:
         grad = {k: sum(r["counts"]["gradual"][k] for r in per_file.values()) for k in ("tp", "fn")}
         takes = [r for r in per_file.values() if r["type"] == "take"]
         take_min = sum(r["frames"] / r["fps"] for r in takes) / 60.0
+        fast = [r for r in takes if r.get("fast")]
+        fast_min = sum(r["frames"] / r["fps"] for r in fast) / 60.0
+        splices = [r for r in per_file.values() if r["type"] == "splice"]
+        spl = {
+            k: sum(r["counts"][g][k] for r in splices for g in ("cut", "gradual")) for k in ("tp", "fn", "fp")
+        }
         row = {
             "table": "real", "part": part, "detector": name, "files": len(per_file),
             "f1": prf(c)["f1"], "precision": prf(c)["precision"], "recall": prf(c)["recall"],
@@ -331,6 +358,12 @@ def real_rows(records: dict[str, dict[str, dict]], part: str) -> list[dict]:
             "takes_false_per_min": round(sum(r["n_pred"] for r in takes) / take_min, 3) if take_min else None,
             "takes_lost_s_per_min": (
                 round(sum(r["lost_s"] for r in takes) / take_min, 3) if take_min else None
+            ),
+            "splices_f1": prf(spl)["f1"] if splices else None,
+            "fast_takes_minutes": round(fast_min, 2),
+            "fast_false_per_min": round(sum(r["n_pred"] for r in fast) / fast_min, 3) if fast_min else None,
+            "fast_false_cuts_per_min": (
+                round(sum(r["n_cuts"] for r in fast) / fast_min, 3) if fast_min else None
             ),
             "wall_s": round(wall_of[name], 2), "cpu_s": round(cpu_of[name], 2),
         }  # fmt: skip
@@ -351,6 +384,7 @@ def real_main(args: argparse.Namespace) -> None:
     dump: dict[str, dict] = {}
     for part in args.parts.split(","):
         files = make_real_benchmark(args.real_data, part, args.splices)
+        files = [f for f in files if args.only in f.name]
         warm_up(detectors, files[0])
         records: dict[str, dict[str, dict]] = {name: {} for name in detectors}
         for path in files:
@@ -359,7 +393,9 @@ def real_main(args: argparse.Namespace) -> None:
                 preds, wall, cpu = timed(fn, path, args.repeats)
                 records[name][path.name] = {
                     "wall_s": wall, "cpu_s": cpu, "frames": truth["num_frames"], "fps": truth["fps"],
-                    "type": truth["type"], "counts": score(preds, truth["transitions"]), "n_pred": len(preds),
+                    "type": truth["type"], "fast": truth.get("fast", False),
+                    "counts": score(preds, truth["transitions"]), "n_pred": len(preds),
+                    "n_cuts": sum(p["kind"] == "cut" for p in preds),
                     "lost_s": (lost_seconds(preds, truth["num_frames"], truth["fps"])
                                if truth["type"] == "take" else 0.0),
                 }  # fmt: skip
@@ -380,6 +416,7 @@ def main() -> None:
     parser.add_argument("--parts", default="reporting,tuning")
     parser.add_argument("--splices", type=int, default=3, help="spliced files per part of the real benchmark")
     parser.add_argument("--real-detectors", default=",".join(REAL_DETECTORS))
+    parser.add_argument("--only", default="", help="real: score only the files whose name contains this")
     parser.add_argument("--data", type=Path, default=REPO / "benchmarks" / ".cache" / "shot_bench")
     parser.add_argument("--videos", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=45.0)

@@ -9,8 +9,11 @@ not depend on the thread count (for closed-GOP streams, which cameras and x264 w
 an open GOP may lose its leading B-frames at a part boundary). A cut that falls in a gap wider than
 ``max_gap`` frames between decoded frames is then located exactly by decoding only that gap.
 Skipping the loop filter lets P-frames drift a little until the next keyframe snaps the picture
-back; that snap can look like a weak cut, so weak cuts are re-checked on exactly decoded
-consecutive frames (:func:`_verify_cuts`).
+back; that snap can look like a weak cut. And a whip pan of a head-mounted camera spreads over a few
+heavily motion-blurred frames, often the non-reference ones the coarse pass drops, so that between
+the frames it keeps the pan is one isolated change, however strong. Every cut is therefore
+re-checked on exactly decoded consecutive frames (:func:`_verify_cuts`), where the pan is a ramp of
+changes and fails the isolation test a cut must pass.
 
 Per decoded frame we keep an HSV histogram (hue with a grey bin, saturation, value), a 16x12 colour
 thumbnail, the mean luma, and the change from the previous decoded frame: histogram distance,
@@ -21,7 +24,8 @@ Then, with thresholds adapted to the footage around each candidate:
   out of them.
 - **Hard cuts**: a change that clears a floor, stands ``cut_ratio`` times above the median change
   around it (camera motion raises all changes together), ``cut_isolation`` times above the changes
-  just before and after (a whip pan spreads over frames) and persists (a flash comes back).
+  just before and after (a whip pan spreads over frames), on the coarse frames and again on exact
+  consecutive ones, and persists (a flash comes back).
 - **Dissolves**: at several transition lengths, frames half a length before and after differ much
   more than each of them differs from frames further out (the shots either side are stable); the
   frames between must be linear blends of the two ends with a weight that grows linearly in time.
@@ -57,8 +61,11 @@ class ContentParams:
     cut_threshold: float = 0.10  # minimum consecutive-frame change for a cut
     cut_ratio: float = 2.2  # ... and how far it must stand above the local level of change
     cut_isolation: float = 2.2  # ... and above the changes just before and after it
-    verify_below: float = 0.40  # in fast mode, cuts weaker than this are re-checked on exact frames
+    # Cuts weaker than this are re-checked on exact consecutive frames: all of them, since a whip pan
+    # whose most blurred frames the coarse pass dropped looks like one isolated change there.
+    verify_below: float = float("inf")
     verify_keep: float = 0.5  # ... and kept when the exact change is at least this share of it
+    sure_cut: float = 0.40  # a cut's change that gives it full confidence
     gradual_scales_s: tuple[float, ...] = (0.4, 0.7, 1.0, 1.4)  # transition lengths looked for
     gradual_threshold: float = 0.25  # minimum contrast between the frames before and after
     gradual_ratio: float = 1.5  # ... over the change within the shots on either side
@@ -551,27 +558,30 @@ def _refine_cuts(
 def _verify_cuts(
     scanner: VideoScanner, feats: _Features, transitions: list[Transition], p: ContentParams
 ) -> tuple[list[Transition], int]:
-    """Re-measure weak cuts on exactly decoded consecutive frames (loop filter on), and place them.
+    """Re-measure cuts on exactly decoded consecutive frames (loop filter on), and place them.
 
     In fast mode, P-frames drift until a keyframe restores the picture, and that jump can pass for a
-    weak cut; the coarse pass also compares frames two apart, which blurs fast motion into a step.
+    weak cut; the coarse pass also compares frames two apart, which folds a whip pan into one step
+    (the non-reference frames it drops are often the most blurred ones), however strong.
     Every frame from the one before the previous decoded frame to the one after the cut is decoded
     exactly. The cut moves to the biggest consecutive change there, and stays when that change
     clears ``cut_threshold``, keeps ``verify_keep`` of the coarse one and is ``cut_isolation``
     times the changes just before and after it.
     """
-    weak = []
+    to_check = []
     for t in transitions:
         pos = int(np.searchsorted(feats.index, t.start_frame))
         if t.is_cut and t.score < p.verify_below and 0 < pos < len(feats.index):
-            weak.append((t, int(feats.index[pos - 1])))
-    if not p.fast or not weak:
+            to_check.append((t, int(feats.index[pos - 1])))
+    if not (p.fast or p.decode == "reference") or not to_check:
         return transitions, 0
     exact = copy.copy(scanner)
     exact.fast = False
-    frames = dict(exact.decode_ranges([(max(prev - 1, 0), t.start_frame + 2) for t, prev in weak], "nonref"))
+    frames = dict(
+        exact.decode_ranges([(max(prev - 1, 0), t.start_frame + 2) for t, prev in to_check], "nonref")
+    )
     replaced: dict[int, Transition | None] = {}
-    for t, prev in weak:
+    for t, prev in to_check:
         span = [i for i in range(max(prev - 1, 0), t.start_frame + 2) if i in frames]
         if len(span) != len(range(max(prev - 1, 0), min(t.start_frame + 2, scanner.num_frames))):
             continue  # cannot re-check: keep the coarse verdict
@@ -649,10 +659,10 @@ def _coarse_pass(path: str, p: ContentParams, threads: int) -> tuple[VideoScanne
 
 
 def with_confidence(t: Transition, p: ContentParams) -> Transition:
-    """`t` with a 0-1 confidence: a cut's change against ``verify_below``, a dissolve's score against
+    """`t` with a 0-1 confidence: a cut's change against ``sure_cut``, a dissolve's score against
     ``strong_score`` (weak ones fall under the clip policy's ``weak_below`` of 0.6); fades are sure."""
     if t.kind == "cut":
-        conf = t.score / p.verify_below
+        conf = t.score / p.sure_cut
     elif t.kind == "dissolve":
         conf = t.score / p.strong_score
     else:

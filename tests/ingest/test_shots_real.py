@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from egocurate.ingest.shot_content import ContentParams, detect_content
 from egocurate.ingest.shots import detect_transitions
 from egocurate.media.tools import ffmpeg_exe
 
@@ -84,6 +85,33 @@ def test_a_whip_pan_and_a_walking_take_give_no_boundary(shared_data, tmp_path, n
     clip = span(tmp_path / "take.mp4", shared_data / name, start_s, frames)
     transitions, timing = detect_transitions(str(clip))  # the default detector
     assert timing.num_frames == frames
+    assert transitions == []
+
+
+def fast_span(out: Path, src: Path, start_s: float, speedup: int, frames: int) -> Path:
+    """`frames` frames of `src` from `start_s` played `speedup` times faster, each `speedup` frames
+    averaged into one (an open shutter on a head turning that much faster: heavy motion blur)."""
+    vf = (
+        f"tmix=frames={speedup},select='not(mod(n\\,{speedup}))',setpts=N/{FPS}/TB,fps={FPS},"
+        "scale=640:360:force_original_aspect_ratio=increase:flags=area,crop=640:360,setsar=1,"
+        f"format=yuv420p,trim=end_frame={frames}"
+    )
+    subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-ss", f"{start_s}", "-i", str(src),
+         "-vf", vf, "-an", "-c:v", "libx264", "-preset", "medium", "-crf", "23", str(out)],
+        check=True,
+    )  # fmt: skip
+    return out
+
+
+def test_a_motion_blurred_whip_pan_is_motion_not_a_cut(shared_data, tmp_path):
+    # The Aria cooking take from 6 s at 4x with motion blur: at frame ~30 the wearer whips their head
+    # down to the board; the most blurred frames are non-reference frames the coarse pass drops.
+    clip = fast_span(tmp_path / "whip.mp4", shared_data / ARIA_COOKING, 6.0, speedup=4, frames=90)
+    coarse_only, _ = detect_content(str(clip), ContentParams(verify_below=0.0))
+    assert [t.kind for t in coarse_only] == ["cut"]  # the span does hold a whip pan that reads as a cut
+    transitions, timing = detect_transitions(str(clip))  # the default detector
+    assert timing.num_frames == 90
     assert transitions == []
 
 
