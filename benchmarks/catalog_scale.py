@@ -259,7 +259,11 @@ def run_size(rows: int, commit_every: int, path: str, root: Path) -> dict:
 
 
 RERUN_CHILD = """
-import sys, time, resource
+import sys, time
+
+def peak_rss_kb():  # VmHWM: this process image's peak (ru_maxrss keeps the forking parent's across exec)
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
 sys.path.insert(0, {repo!r})
 sys.path.insert(0, {repo!r} + "/benchmarks")
 from catalog_scale import HashedScores
@@ -268,11 +272,11 @@ from egocurate.jobs import driver
 from egocurate.jobs.runners.local import LocalEngine
 catalog = Catalog({root!r})
 data = catalog.read("clips", columns=["clip_id", "video_id"])  # the stage's input, as a real run reads it
-loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+loaded = peak_rss_kb()
 start = time.perf_counter()
 s = driver.run_stage(HashedScores({every}), data, catalog, LocalEngine(), commit_every={every},
                      progress=False)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = peak_rss_kb()
 print(round(time.perf_counter() - start, 2), s.rows_in, loaded, peak)
 """
 
