@@ -34,14 +34,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lam_probe import latents, r2_scores  # noqa: E402
 
-from egocurate.catalog.store import Catalog  # noqa: E402
-from egocurate.jobs.inputs import clips, idm_episodes, idm_inputs  # noqa: E402
 from egocurate.actions.arrays import unpack_f16  # noqa: E402
 from egocurate.actions.idm import IDMConfig, InverseDynamicsModel, chunk_starts, load_idm  # noqa: E402
 from egocurate.actions.idm_stage import IDMActionStage  # noqa: E402
 from egocurate.actions.idm_train import IDMTrainConfig, train_idm  # noqa: E402
 from egocurate.actions.lam_stage import LatentActionStage  # noqa: E402
 from egocurate.actions.train import TrainConfig, train  # noqa: E402
+from egocurate.catalog.store import Catalog  # noqa: E402
+from egocurate.jobs.inputs import clips, idm_episodes, idm_inputs  # noqa: E402
 from egocurate.testing.robot_videos import ACTION_NAMES, write_robot_catalog  # noqa: E402
 
 CONTINUOUS = (0, 1)

@@ -39,9 +39,9 @@ def train_command(
     """Train an IDM on every episode with real actions (`episode_actions` joined with `videos`).
 
     Writes `<out>/<name>.safetensors` and `<out>/<name>.json` (config, action names, normalisation)."""
+    from egocurate.actions.idm_train import train_idm, train_with_ray
     from egocurate.catalog.store import Catalog
     from egocurate.jobs.inputs import idm_episodes
-    from egocurate.actions.idm_train import train_idm, train_with_ray
 
     cfg = load_idm_config(config, {"out_dir": out, "max_steps": max_steps, "max_seconds": max_seconds})
     rows = idm_episodes(Catalog(catalog, create=False))
@@ -84,12 +84,12 @@ def label_command(
     device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
 ) -> None:
     """Run the `idm_actions` stage: pseudo-actions for clips without real actions (or all, --all)."""
+    from egocurate.actions.idm import load_idm
     from egocurate.catalog.store import Catalog
     from egocurate.jobs.driver import run_stage
     from egocurate.jobs.inputs import build_inputs
     from egocurate.jobs.pipeline import make_engine, print_summary
     from egocurate.jobs.registry import build_stage
-    from egocurate.actions.idm import load_idm
 
     cat = Catalog(catalog, create=False)
     model = load_idm(checkpoint)  # a bad checkpoint fails here, once, before any work

@@ -40,9 +40,9 @@ def train_command(
 ) -> None:
     """Train a LAM on the catalog's clips (resumes from the newest checkpoint). Under `torchrun`, every
     rank runs this command and trains on its own shard of clips."""
+    from egocurate.actions.train import train, train_with_ray
     from egocurate.catalog.store import Catalog
     from egocurate.jobs.inputs import clips
-    from egocurate.actions.train import train, train_with_ray
 
     cfg = load_train_config(
         config, {"checkpoint_dir": checkpoint_dir, "max_steps": max_steps, "max_seconds": max_seconds}
