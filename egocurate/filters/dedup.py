@@ -13,24 +13,34 @@ Search strategy (:func:`find_groups`):
 
 - ``n <= exact_max``: exact all-pairs search with a FAISS ``IndexFlatIP`` (range search).
 - above: SemDeDup-style. Spherical k-means (``faiss.Kmeans``) on a sample gives ``k = n /
-  cluster_size`` clusters, trained two-level (``sqrt(k)`` coarse cells, each split by its own
-  k-means) so that assigning a vector costs ``~3 sqrt(k)`` products instead of ``k``. Every vector
+  cluster_size`` clusters, trained as a tree (``branching`` children per node, ``ceil(log_b k)``
+  levels, each node's children its own k-means) and searched with a beam of ``probe`` nodes per
+  level, so assigning a vector costs ``~b (1 + probe (levels - 1))`` products instead of ``k``: about
+  flat in n (a two-level tree, ``branching=0``, costs ``~5 sqrt(k)``: 4x more at 16M rows than at
+  1M). The sample is ``train_per_cluster`` rows per cluster, capped at ``train_max``. Every vector
   joins its nearest cluster as a *primary* member and, as a *secondary* member, up to
   ``max_assign - 1`` more clusters whose centroid similarity is within ``margin`` of its best.
   Inside each cluster, primaries are compared exactly (one matrix product) with all members.
   Why the margin works: if ``|x - y| <= r`` then ``|<x,c> - <y,c>| <= r`` for any unit centroid
   ``c``, so with ``margin = 2 r`` (``r = sqrt(2 eps)``; ``margin=None``), unbounded ``max_assign``
   and exact assignment every pair is found in the primary cluster of one of its ends. The default
-  ``margin = 0.05`` costs ~1.05 memberships per row and still finds >= 99.8% of the pairs on the
-  benchmark's clustered data (``benchmarks/dedup.py`` measures it against brute force).
+  ``margin = 0.05`` costs ~1.08 memberships per row. The assignment is approximate (a beam), and
+  the beam width sets the recall: on ``benchmarks/dedup_scale.py``'s 1M x 512 rows, exact search
+  over sampled scenes finds 0.991 of the pairs with ``probe = 12``, 0.981 with 8, and 0.955 with
+  the former two-level ``probe = 4`` (which found >= 0.99 only up to ~250k rows).
 - ``center=True`` subtracts the corpus mean before normalising (cosine of centred vectors). It
   spreads out the compressed similarities of anisotropic embeddings, such as a random-init model's;
   eps then refers to the centred cosine.
 
 Memory stays bounded: vectors stream from the source in chunks and are spilled to local files as
-float16 (once in source order, once bucketed by cluster); the search loads a few clusters at a time.
-Only the clip ids and a few numbers per clip stay in memory. With a GPU build of FAISS (the `gpu`
-extra), k-means trains on the GPUs; the search itself is BLAS on the CPU.
+float16 (once in source order, once bucketed by cluster); the search loads one block of clusters
+(~``group_rows`` memberships) at a time. Only the clip ids, a few numbers per clip, the compacted
+edges and the (capped) k-means sample stay in memory (``benchmarks/dedup_scale.py`` measures the
+peak: under 0.8 GB at 1M x 512). Each block is a self-contained :class:`ClusterBlock`
+searched by the pure :func:`search_block`; a ``block_map`` runs the blocks here or, for a run on
+the Ray engine, as Ray tasks (``jobs.corpus.dedup``), and the results are applied in block order,
+so both give the same groups. With a GPU build of FAISS (the `gpu` extra), k-means trains on the
+GPUs; the search itself is BLAS on the CPU.
 """
 
 from __future__ import annotations
@@ -97,11 +107,14 @@ class DedupSettings:
     sample_size: int = 16_384
     kmeans_iters: int = 10
     cluster_size: int = 256
-    probe: int = 4
+    probe: int = 12
     margin: float | None = 0.05
     max_assign: int = 2
     chunk_rows: int = 32_768
     group_rows: int = 65_536
+    train_per_cluster: int = 32
+    train_max: int = 262_144
+    branching: int = 32
     use_gpu: bool | None = None
     seed: int = 0
     center: bool = False
@@ -116,7 +129,7 @@ class DedupSettings:
 
     def clusters_for(self, n: int) -> int:
         """k: `cluster_size` rows per cluster on average (the search costs n * cluster_size products;
-        the two-level assignment costs about 3 sqrt(k) products per row)."""
+        the tree assignment about ``branching * (1 + probe * (levels - 1))`` per row)."""
         if self.clusters:
             return max(1, min(self.clusters, n))
         return int(max(1, round(n / self.cluster_size)))
@@ -144,8 +157,9 @@ def _clock() -> tuple[float, float]:
 
 def _record(stats: dict, phase: str, started: tuple[float, float]) -> None:
     """Wall and process-CPU seconds of a phase (the CPU time is what a shared machine cannot inflate)."""
-    stats["seconds"][phase] = time.perf_counter() - started[0]
-    stats.setdefault("cpu_seconds", {})[phase] = time.process_time() - started[1]
+    wall, cpu = stats["seconds"], stats.setdefault("cpu_seconds", {})
+    wall[phase] = wall.get(phase, 0.0) + time.perf_counter() - started[0]  # a phase may run more than once
+    cpu[phase] = cpu.get(phase, 0.0) + time.process_time() - started[1]
 
 
 def _use_gpu(settings: DedupSettings) -> bool:
@@ -225,6 +239,16 @@ class _Graph:
         self.edges_a.append(a.astype(np.int64))
         self.edges_b.append(b.astype(np.int64))
 
+    def apply(self, result: BlockResult) -> None:
+        """Take in what the exact search of a block of clusters found."""
+        self.pairs += result.pairs
+        if self.pair_sink is not None and result.pair_a is not None and len(result.pair_a):
+            self.pair_sink(result.pair_a, result.pair_b, result.pair_sims)
+        if len(result.edges_a):
+            self.edges_a.append(result.edges_a)
+            self.edges_b.append(result.edges_b)
+        self.update_nearest(result.nn_rows, result.nn_sims, result.nn_idx)
+
     def update_nearest(self, rows: np.ndarray, sims: np.ndarray, other: np.ndarray) -> None:
         better = sims > self.nn_sim[rows]
         self.nn_sim[rows[better]] = sims[better]
@@ -262,13 +286,49 @@ def _compact(a: np.ndarray, b: np.ndarray, members: np.ndarray) -> tuple[np.ndar
     return members[root[keep]], members[order[keep]]
 
 
-def _search_block(
-    graph: _Graph, primaries: np.ndarray, members: np.ndarray, vectors: np.ndarray, num_primary: int
-) -> None:
-    """Exact search of one cluster: its primaries against all its members (primaries come first)."""
-    threshold = graph.threshold
+@dataclass
+class BlockResult:
+    """What the exact search of some clusters found (global row indices): compacted edges (same
+    components as all the pairs), the pairs themselves when asked for, and each row's nearest."""
+
+    edges_a: np.ndarray
+    edges_b: np.ndarray
+    nn_rows: np.ndarray
+    nn_sims: np.ndarray
+    nn_idx: np.ndarray
+    pairs: int
+    pair_a: np.ndarray | None = None
+    pair_b: np.ndarray | None = None
+    pair_sims: np.ndarray | None = None
+
+
+@dataclass
+class ClusterBlock:
+    """Consecutive clusters to search exactly: their memberships' vectors (float16, as spilled) grouped
+    by cluster with primaries first, the global row of each membership, and per cluster its bounds
+    in those arrays and its number of primaries. Self-contained, so it can run in another process."""
+
+    vectors: np.ndarray
+    members: np.ndarray
+    bounds: np.ndarray
+    primaries: np.ndarray
+    threshold: float
+    mean: np.ndarray | None
+    keep_pairs: bool
+
+
+BlockMap = Callable[[Callable[[ClusterBlock], BlockResult], Iterable[ClusterBlock]], Iterable[BlockResult]]
+
+
+def _search_cluster(
+    primaries: np.ndarray, members: np.ndarray, vectors: np.ndarray, num_primary: int, threshold: float
+) -> tuple[list, list, list, list, list, list]:
+    """Exact search of one cluster: its primaries against all its members (primaries come first).
+
+    Returns lists of edge ends and sims, and of nearest-neighbour updates (rows, sims, other rows)."""
     col_block, row_block = 16_384, 2_048
     edges_a, edges_b, edge_sims = [], [], []
+    nn_rows, nn_sims, nn_idx = [], [], []
     member_best = np.full(len(members), -np.inf, dtype=np.float32)
     member_arg = np.full(len(members), -1, dtype=np.int64)
     for r0 in range(0, num_primary, row_block):
@@ -302,17 +362,60 @@ def _search_block(
                 edges_b.append(members[j + c0])
                 edge_sims.append(sims[i, j])
         valid = row_arg >= 0
-        graph.update_nearest(primaries[r0 : r0 + len(rows)][valid], row_best[valid], members[row_arg[valid]])
+        nn_rows.append(primaries[r0 : r0 + len(rows)][valid])
+        nn_sims.append(row_best[valid])
+        nn_idx.append(members[row_arg[valid]])
     valid = member_arg >= 0
-    graph.update_nearest(members[valid], member_best[valid], members[member_arg[valid]])
-    if edges_a:
-        a, b, s = np.concatenate(edges_a), np.concatenate(edges_b), np.concatenate(edge_sims)
-        if graph.pair_sink is not None:
-            graph.pair_sink(a, b, s)
-        graph.pairs += len(a)
-        a, b = _compact(a, b, members)
-        graph.edges_a.append(a.astype(np.int64))
-        graph.edges_b.append(b.astype(np.int64))
+    nn_rows.append(members[valid])
+    nn_sims.append(member_best[valid])
+    nn_idx.append(members[member_arg[valid]])
+    return edges_a, edges_b, edge_sims, nn_rows, nn_sims, nn_idx
+
+
+def search_block(block: ClusterBlock) -> BlockResult:
+    """Exact search inside each cluster of `block` (pure: the unit a local or Ray run maps over)."""
+    vectors = normalise(block.vectors, block.mean)
+    edges_a, edges_b, nn_rows, nn_sims, nn_idx = [], [], [], [], []
+    pair_a, pair_b, pair_sims = [], [], []
+    pairs = 0
+    for c in range(len(block.bounds) - 1):
+        lo, hi = int(block.bounds[c]), int(block.bounds[c + 1])
+        num_primary = int(block.primaries[c])
+        if hi - lo < 2 or not num_primary:
+            continue
+        members = block.members[lo:hi]
+        found = _search_cluster(members[:num_primary], members, vectors[lo:hi], num_primary, block.threshold)
+        nn_rows += found[3]
+        nn_sims += found[4]
+        nn_idx += found[5]
+        if found[0]:
+            a, b, s = np.concatenate(found[0]), np.concatenate(found[1]), np.concatenate(found[2])
+            pairs += len(a)
+            if block.keep_pairs:
+                pair_a.append(a), pair_b.append(b), pair_sims.append(s)
+            a, b = _compact(a, b, members)
+            edges_a.append(a), edges_b.append(b)
+    rows, sims, other = _cat(nn_rows, np.int64), _cat(nn_sims, np.float32), _cat(nn_idx, np.int64)
+    # One nearest per row (a row can be a member of two clusters here): the best, then smallest index.
+    order = np.lexsort((other, -sims, rows))
+    first = np.r_[True, rows[order][1:] != rows[order][:-1]] if len(order) else np.zeros(0, bool)
+    best = order[first]
+    return BlockResult(
+        _cat(edges_a, np.int64), _cat(edges_b, np.int64), rows[best], sims[best], other[best], pairs,
+        *((_cat(pair_a, np.int64), _cat(pair_b, np.int64), _cat(pair_sims, np.float32))
+          if block.keep_pairs else (None, None, None)),
+    )  # fmt: skip
+
+
+def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+
+
+def local_map(
+    fn: Callable[[ClusterBlock], BlockResult], blocks: Iterable[ClusterBlock]
+) -> Iterable[BlockResult]:
+    """The default BlockMap: one block after the other in this process."""
+    return map(fn, blocks)
 
 
 def _exact(spill: _Spill, settings: DedupSettings, graph: _Graph, mean: np.ndarray | None) -> None:
@@ -336,97 +439,163 @@ def _exact(spill: _Spill, settings: DedupSettings, graph: _Graph, mean: np.ndarr
         graph.update_nearest(rows[ok], nn_sim[ok], nn[ok])
 
 
-def _kmeans(points: np.ndarray, k: int, settings: DedupSettings, gpu: bool) -> np.ndarray:
-    """Spherical k-means centroids (unit rows) of `points`; k is capped by the number of points."""
+def _kmeans(
+    points: np.ndarray, k: int, settings: DedupSettings, gpu: bool, per_centroid: int = 0
+) -> np.ndarray:
+    """Spherical k-means centroids (unit rows) of `points`; k is capped by the number of points.
+
+    FAISS trains on at most `per_centroid` points per centroid (0: all of them)."""
     import faiss
 
     k = max(1, min(k, len(points)))
     if k == 1:
         return normalise(points.mean(axis=0, keepdims=True))
+    most = per_centroid or max(256, len(points) // k + 1)
     kmeans = faiss.Kmeans(
         points.shape[1], k, niter=settings.kmeans_iters, spherical=True, seed=settings.seed, gpu=gpu,
-        verbose=False, max_points_per_centroid=max(256, len(points) // k + 1), min_points_per_centroid=1,
+        verbose=False, max_points_per_centroid=most, min_points_per_centroid=1,
     )  # fmt: skip
     kmeans.train(np.ascontiguousarray(points, dtype=np.float32))
     return normalise(kmeans.centroids)
 
 
-class _Quantizer:
-    """Two-level spherical k-means: `coarse` cells, each split into fine centroids (the clusters).
+def _argmax_rows(vectors: np.ndarray, centroids: np.ndarray, rows: int = 65_536) -> np.ndarray:
+    """Index of each vector's most similar centroid, a block of rows at a time (bounded memory)."""
+    return np.concatenate(
+        [(vectors[s : s + rows] @ centroids.T).argmax(axis=1) for s in range(0, len(vectors), rows)]
+    ) if len(vectors) else np.zeros(0, np.int64)  # fmt: skip
 
-    Assigning a vector costs one product with the coarse centroids plus one with the fine
-    centroids of its `probe` best cells, instead of one with every cluster centroid.
+
+class _Quantizer:
+    """Hierarchical spherical k-means: a tree whose leaves are the clusters.
+
+    ``levels[0]`` holds the root's children; node ``i`` of level ``l`` owns the centroids
+    ``levels[l + 1][bounds[l][i] : bounds[l][i + 1]]``. Assigning a vector is a beam search that keeps
+    the `probe` best nodes per level: with branching ``b = k ** (1 / depth)`` it costs about
+    ``b * (1 + probe * (depth - 1))`` products instead of ``k``, and the depth grows with ``log k``, so
+    the cost per row stays nearly flat from 1M to 16M rows (two levels would cost ``~5 sqrt(k)``).
     """
 
-    def __init__(self, coarse: np.ndarray, fine: list[np.ndarray], probe: int):
-        self.coarse = coarse
-        self.fine = fine
-        self.starts = np.cumsum([0] + [len(f) for f in fine])
-        self.k = int(self.starts[-1])
-        self.probe = max(1, min(probe, len(coarse)))
+    def __init__(self, levels: list[np.ndarray], bounds: list[np.ndarray], probe: int):
+        self.levels, self.bounds = levels, bounds
+        self.k = len(levels[-1])
+        self.probe = max(1, probe)
 
     @classmethod
     def train(cls, sample: np.ndarray, k: int, settings: DedupSettings, gpu: bool) -> _Quantizer:
-        cells = max(1, int(round(math.sqrt(k))))
-        coarse = _kmeans(sample, cells, settings, gpu)
-        owner = (sample @ coarse.T).argmax(axis=1)
-        fine = []
-        for cell in range(len(coarse)):
-            points = sample[owner == cell]
-            if len(points) == 0:
-                fine.append(coarse[cell : cell + 1])
-                continue
-            share = max(1, int(round(k * len(points) / len(sample))))
-            fine.append(_kmeans(points, share, settings, gpu))
-        return cls(coarse, fine, settings.probe)
-
-    def top(self, vectors: np.ndarray, fanout: int) -> tuple[np.ndarray, np.ndarray]:
-        """The `fanout` most similar clusters of each vector (similarities and ids, best first)."""
-        n = len(vectors)
-        coarse_sims = vectors @ self.coarse.T
-        if self.probe < len(self.coarse):
-            probed = np.argpartition(-coarse_sims, self.probe - 1, axis=1)[:, : self.probe]
+        k = max(1, min(k, len(sample)))
+        if k == 1:
+            depth = 1
+        elif settings.branching < 2:  # two levels, sqrt(k) cells (the pre-scale quantizer)
+            depth = 2
         else:
-            probed = np.broadcast_to(np.arange(len(self.coarse)), (n, len(self.coarse)))
-        width = self.probe * fanout
-        cand_sims = np.full((n, width), -np.inf, dtype=np.float32)
-        cand_ids = np.full((n, width), -1, dtype=np.int64)
-        # One product per probed cell, with every row that probes it (at whatever rank).
-        rows_of = np.repeat(np.arange(n), probed.shape[1])
-        ranks_of = np.tile(np.arange(probed.shape[1]), n)
-        cells_of = probed.reshape(-1)
-        order = np.argsort(cells_of, kind="stable")
-        bounds = np.searchsorted(cells_of[order], np.arange(len(self.coarse) + 1))
-        for cell in range(len(self.coarse)):
-            picked = order[bounds[cell] : bounds[cell + 1]]
-            if not len(picked):
-                continue
+            depth = max(2, math.ceil(math.log(k) / math.log(settings.branching) - 1e-9))
+        levels: list[list[np.ndarray]] = [[] for _ in range(depth)]
+
+        def split(points: np.ndarray, share: int, level: int) -> None:
+            """Centroids of `points` at `level` (appended in tree order), then their subtrees."""
+            remaining = depth - level
+            width = share if remaining == 1 else max(1, int(round(share ** (1.0 / remaining))))
+            centroids = _kmeans(points, width, settings, gpu, per_centroid=0 if remaining == 1 else 256)
+            levels[level].append(centroids)
+            if remaining == 1:
+                return
+            owner = _argmax_rows(points, centroids)
+            for cell in range(len(centroids)):
+                inside = points[owner == cell]
+                sub = max(1, int(round(share * len(inside) / len(points))))
+                if len(inside) == 0:
+                    inside, sub = centroids[cell : cell + 1], 1
+                split(inside, sub, level + 1)
+
+        split(sample, k, 0)
+        stacked = [np.concatenate(level) for level in levels]
+        bounds = []
+        for level in range(depth - 1):
+            sizes = [len(c) for c in levels[level + 1]]  # one centroid block per parent, in order
+            bounds.append(np.cumsum([0] + sizes))
+        return cls(stacked, bounds, settings.probe)
+
+    def _expand(
+        self, vectors: np.ndarray, nodes: np.ndarray, level: int, width: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The `width` best children (similarities, ids at level + 1) of each row's `nodes`."""
+        n, per = nodes.shape
+        children, bounds = self.levels[level + 1], self.bounds[level]
+        cand_sims = np.full((n, per * width), -np.inf, dtype=np.float32)
+        cand_ids = np.full((n, per * width), -1, dtype=np.int64)
+        # One product per node, with every row that has it in its beam (at whatever rank).
+        rows_of = np.repeat(np.arange(n), per)
+        ranks_of = np.tile(np.arange(per), n)
+        flat = nodes.reshape(-1)
+        valid = flat >= 0
+        order = np.argsort(np.where(valid, flat, len(bounds)), kind="stable")
+        order = order[valid[order]]
+        starts = np.searchsorted(flat[order], np.arange(len(bounds)))
+        for node in np.unique(flat[valid]).tolist():
+            picked = order[starts[node] : starts[node + 1]]
             rows, ranks = rows_of[picked], ranks_of[picked]
-            sims = vectors[rows] @ self.fine[cell].T
-            take = min(fanout, sims.shape[1])
+            lo, hi = int(bounds[node]), int(bounds[node + 1])
+            sims = vectors[rows] @ children[lo:hi].T
+            take = min(width, sims.shape[1])
             if take < sims.shape[1]:
                 best = np.argpartition(-sims, take - 1, axis=1)[:, :take]
             else:
                 best = np.broadcast_to(np.arange(take), (len(rows), take))
-            cols = ranks[:, None] * fanout + np.arange(take)[None, :]
+            cols = ranks[:, None] * width + np.arange(take)[None, :]
             cand_sims[rows[:, None], cols] = np.take_along_axis(sims, best, axis=1)
-            cand_ids[rows[:, None], cols] = best + self.starts[cell]
-        order = np.argsort(-cand_sims, axis=1)[:, :fanout]
-        return np.take_along_axis(cand_sims, order, axis=1), np.take_along_axis(cand_ids, order, axis=1)
+            cand_ids[rows[:, None], cols] = best + lo
+        keep = np.argsort(-cand_sims, axis=1)[:, :width]
+        return np.take_along_axis(cand_sims, keep, axis=1), np.take_along_axis(cand_ids, keep, axis=1)
+
+    def top(self, vectors: np.ndarray, fanout: int) -> tuple[np.ndarray, np.ndarray]:
+        """The `fanout` most similar clusters of each vector (similarities and ids, best first; -1 and
+        -inf pad rows whose beam holds fewer)."""
+        depth = len(self.levels)
+        sims = vectors @ self.levels[0].T
+        width = fanout if depth == 1 else self.probe
+        width = min(width, sims.shape[1])
+        best = np.argsort(-sims, axis=1)[:, :width]
+        sims, ids = np.take_along_axis(sims, best, axis=1), best.astype(np.int64)
+        for level in range(depth - 1):
+            sims, ids = self._expand(vectors, ids, level, fanout if level == depth - 2 else self.probe)
+        if sims.shape[1] < fanout:
+            pad = fanout - sims.shape[1]
+            sims = np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf)
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        return sims, ids
+
+
+def _sample_size(n: int, k: int, settings: DedupSettings) -> int:
+    """Rows k-means trains on: `train_per_cluster` per cluster, at least `sample_size`, at most
+    `train_max` (0: no cap) or all of them. The cap bounds memory and training time at any n."""
+    size = max(settings.sample_size, settings.train_per_cluster * k)
+    if settings.train_max:
+        size = min(size, max(settings.sample_size, settings.train_max))
+    return min(n, size)
+
+
+def _sample(chunks: Iterable[tuple[int, np.ndarray]], n: int, size: int, seed: int) -> np.ndarray:
+    """`size` rows picked at random from `chunks` ((start row, vectors)), as stored, in one array."""
+    picked = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+    out: np.ndarray | None = None
+    filled = 0
+    for start, chunk in chunks:
+        inside = picked[(picked >= start) & (picked < start + len(chunk))] - start
+        if len(inside):
+            if out is None:
+                out = np.empty((size, chunk.shape[1]), np.float32)
+            out[filled : filled + len(inside)] = chunk[inside]
+            filled += len(inside)
+    return out[:filled] if out is not None else np.zeros((0, 0), np.float32)
 
 
 def _train_quantizer(
     spill: _Spill, k: int, settings: DedupSettings, gpu: bool, mean: np.ndarray | None
 ) -> _Quantizer:
-    rng = np.random.default_rng(settings.seed)
-    size = min(spill.rows, max(settings.sample_size, 32 * k))
-    picked = np.sort(rng.choice(spill.rows, size=size, replace=False))
-    sample = []
-    for start, chunk in spill.chunks(settings.chunk_rows):
-        inside = picked[(picked >= start) & (picked < start + len(chunk))] - start
-        if len(inside):
-            sample.append(normalise(chunk[inside], mean))
-    return _Quantizer.train(np.concatenate(sample), k, settings, gpu)
+    size = _sample_size(spill.rows, k, settings)
+    sample = _sample(spill.chunks(settings.chunk_rows), spill.rows, size, settings.seed)
+    return _Quantizer.train(normalise(sample, mean), k, settings, gpu)
 
 
 def _clustered(
@@ -438,8 +607,12 @@ def _clustered(
     workdir: Path,
     stats: dict,
     progress: bool,
+    block_map: BlockMap = local_map,
 ) -> None:
-    """SemDeDup-style search: k-means, primary + margin assignment, exact search inside clusters."""
+    """SemDeDup-style search: k-means, primary + margin assignment, exact search inside clusters.
+
+    `block_map` runs the exact search of each block of clusters (here, or as Ray tasks); the
+    results are applied in block order, so every map gives the same groups."""
     started = _clock()
     quantizer = _train_quantizer(spill, settings.clusters_for(spill.rows), settings, gpu, mean)
     k = quantizer.k
@@ -471,45 +644,59 @@ def _clustered(
     rows_all, clusters_all = np.concatenate(member_rows), np.concatenate(member_cluster)
     primary_all = np.concatenate(member_primary)
     del member_rows, member_cluster, member_primary
-    chunk_starts = np.cumsum([0] + [int(o[-1]) for o in chunk_offsets])
+    offsets_all = np.stack(chunk_offsets) + np.cumsum([0] + [int(o[-1]) for o in chunk_offsets[:-1]])[:, None]
+    del chunk_offsets
     sizes = np.bincount(clusters_all, minlength=k)
     stats.update(clusters=k, memberships=int(len(rows_all)), largest_cluster=int(sizes.max()))
-    stats["memberships_per_row"] = round(len(rows_all) / max(1, spill.rows), 3)
+
+    def blocks() -> Iterator[ClusterBlock]:
+        """Groups of consecutive clusters, about `group_rows` memberships, read chunk by chunk."""
+        c0 = 0
+        while c0 < k:
+            c1, total = c0, 0
+            while c1 < k and (c1 == c0 or total + sizes[c1] <= settings.group_rows):
+                total += sizes[c1]
+                c1 += 1
+            spans = [(a, b) for a, b in zip(offsets_all[:, c0], offsets_all[:, c1], strict=True) if b > a]
+            if spans:
+                vectors = np.concatenate([bucketed.read(a, b) for a, b in spans])
+                pos = np.concatenate([np.arange(a, b) for a, b in spans])
+                order = np.lexsort((~primary_all[pos], clusters_all[pos]))
+                vectors, pos = vectors[order], pos[order]
+                cl = clusters_all[pos]
+                yield ClusterBlock(
+                    vectors, rows_all[pos], np.searchsorted(cl, np.arange(c0, c1 + 1)),
+                    np.bincount(cl[primary_all[pos]] - c0, minlength=c1 - c0), graph.threshold, mean,
+                    graph.pair_sink is not None,
+                )  # fmt: skip
+            bar.update(c1 - c0)
+            c0 = c1
 
     started = _clock()
     bar = tqdm(total=k, desc="dedup search", unit="cluster", disable=not progress)
-    c0 = 0
-    while c0 < k:
-        # A group of consecutive clusters, about `group_rows` memberships, read chunk by chunk.
-        c1, total = c0, 0
-        while c1 < k and (c1 == c0 or total + sizes[c1] <= settings.group_rows):
-            total += sizes[c1]
-            c1 += 1
-        parts, positions = [], []
-        for q, offsets in enumerate(chunk_offsets):
-            a, b = chunk_starts[q] + offsets[c0], chunk_starts[q] + offsets[c1]
-            if b > a:
-                parts.append(bucketed.read(a, b))
-                positions.append(np.arange(a, b))
-        if parts:
-            vectors = normalise(np.concatenate(parts), mean)
-            pos = np.concatenate(positions)
-            order = np.lexsort((~primary_all[pos], clusters_all[pos]))
-            vectors, pos = vectors[order], pos[order]
-            cl = clusters_all[pos]
-            bounds = np.searchsorted(cl, np.arange(c0, c1 + 1))
-            for c in range(c1 - c0):
-                lo, hi = bounds[c], bounds[c + 1]
-                if hi - lo < 2:
-                    continue
-                members = rows_all[pos[lo:hi]]
-                num_primary = int(primary_all[pos[lo:hi]].sum())
-                if num_primary:
-                    _search_block(graph, members[:num_primary], members, vectors[lo:hi], num_primary)
-        bar.update(c1 - c0)
-        c0 = c1
+    for result in block_map(search_block, blocks()):
+        graph.apply(result)
     bar.close()
     _record(stats, "search", started)
+
+
+def _read_source(
+    source: VectorSource, settings: DedupSettings, spill: _Spill, progress: bool
+) -> tuple[list[pa.Array], np.ndarray | None]:
+    """One pass over the source: its vectors to `spill`; its ids, and its mean when centring."""
+    ids: list[pa.Array] = []
+    total = np.zeros(source.dim, np.float64)
+    bar = tqdm(total=source.num_rows, desc="dedup read", unit="row", disable=not progress)
+    for chunk_ids, vectors in source.chunks():
+        spill.append(vectors)
+        ids.append(chunk_ids)
+        if settings.center:
+            total += np.asarray(vectors, np.float64).sum(axis=0)
+        bar.update(len(chunk_ids))
+    bar.close()
+    spill.finish()
+    mean = (total / max(1, spill.rows)).astype(np.float32) if settings.center else None
+    return ids, mean
 
 
 def find_groups(
@@ -521,13 +708,16 @@ def find_groups(
     pair_sink: PairSink | None = None,
     workdir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    block_map: BlockMap = local_map,
 ) -> Groups:
     """Near-duplicate components of `source`'s embeddings (plus `extra_pairs(ids)`, e.g. overlaps).
 
     `extra_ids` are clips without an embedding: they follow the source's rows and join a group only
     through `extra_pairs`, which gets all ids and returns row-index pairs. `pair_sink(a, b, sims)`
-    sees every embedding pair found (row indices in source order); the benchmark measures pair
-    recall with it. Temporary spill files go under `workdir` (default: the system temp folder).
+    sees every embedding pair found (row indices in source order); the benchmark measures pair recall with it.
+    `block_map` runs the exact search of each block of clusters (default: here, in order; the
+    corpus stage passes Ray tasks when the run's engine is Ray). Temporary spill files go under
+    `workdir` (default: the system temp folder).
     """
     settings = settings or DedupSettings()
     stats: dict[str, Any] = {"seconds": {}}
@@ -536,18 +726,7 @@ def find_groups(
     try:
         started = _clock()
         spill = _Spill(tmp / "vectors.f16", source.dim)
-        ids = []
-        total = np.zeros(source.dim, np.float64)
-        bar = tqdm(total=source.num_rows, desc="dedup read", unit="row", disable=not progress)
-        for chunk_ids, vectors in source.chunks():
-            spill.append(vectors)
-            ids.append(chunk_ids)
-            if settings.center:
-                total += np.asarray(vectors, np.float64).sum(axis=0)
-            bar.update(len(chunk_ids))
-        bar.close()
-        spill.finish()
-        mean = (total / max(1, spill.rows)).astype(np.float32) if settings.center else None
+        ids, mean = _read_source(source, settings, spill, progress)
         if extra_ids is not None and len(extra_ids):
             ids.append(extra_ids)
         all_ids = pa.concat_arrays([a.cast(pa.string()) for a in ids]) if ids else pa.array([], pa.string())
@@ -561,7 +740,9 @@ def find_groups(
                 _exact(spill, settings, graph, mean)
                 _record(stats, "search", started)
             else:
-                _clustered(spill, settings, graph, gpu, mean, tmp, stats, progress)
+                _clustered(spill, settings, graph, gpu, mean, tmp, stats, progress, block_map=block_map)
+        if "memberships" in stats:
+            stats["memberships_per_row"] = round(stats["memberships"] / max(1, spill.rows), 3)
         if extra_pairs is not None:
             a, b = extra_pairs(all_ids)
             if len(a):

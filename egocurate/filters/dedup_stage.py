@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from egocurate.catalog import tables
 from egocurate.filters.dedup import (
     ArraySource,
+    BlockMap,
     DedupSettings,
     Groups,
     PairSink,
@@ -25,6 +26,7 @@ from egocurate.filters.dedup import (
     choose_representatives,
     dedup_rows,
     find_groups,
+    local_map,
     normalise,
     overlap_pairs,
     quality_score,
@@ -52,10 +54,12 @@ class DedupStage(BaseStage):
         sample_size: int = 16_384,
         kmeans_iters: int = 10,
         cluster_size: int = 256,
-        probe: int = 4,
+        probe: int = 12,
         margin: float | None = 0.05,
         max_assign: int = 2,
         chunk_rows: int = 32_768,
+        train_max: int = 262_144,
+        branching: int = 32,
         center: bool = False,
         min_overlap: float = 0.5,
         model_id: str | None = None,
@@ -63,17 +67,25 @@ class DedupStage(BaseStage):
         seed: int = 0,
         workdir: str | None = None,
         batch_size: int = 100_000,
+        engine: str = "local",
+        ray_address: str | None = None,
     ):
         if not 0.0 < eps < 1.0:
             raise ValueError(f"eps must be in (0, 1), got {eps}")
         if not 0.0 < min_overlap <= 1.0:
             raise ValueError(f"min_overlap must be in (0, 1], got {min_overlap}")
+        if engine not in ("local", "ray"):
+            raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
         self.settings = DedupSettings(
             eps=eps, exact_max=exact_max, clusters=clusters, sample_size=sample_size,
             kmeans_iters=kmeans_iters, cluster_size=cluster_size, probe=probe, margin=margin,
-            max_assign=max_assign, chunk_rows=chunk_rows, use_gpu=use_gpu, seed=seed, center=center,
+            max_assign=max_assign, chunk_rows=chunk_rows, train_max=train_max, branching=branching,
+            use_gpu=use_gpu, seed=seed, center=center,
         )  # fmt: skip
         self.min_overlap, self.model_id, self.workdir = min_overlap, model_id, workdir
+        # Where the corpus run (jobs.corpus.dedup) searches clusters: here, or as Ray tasks on the
+        # cluster at `ray_address` (None: the Ray this process joined, else a local one).
+        self.engine, self.ray_address = engine, ray_address
         self.resources = Resources(cpus=1, batch_size=batch_size)
 
     def setup(self) -> None:
@@ -95,12 +107,14 @@ class DedupStage(BaseStage):
         extra_ids: pa.Array | None = None,
         pair_sink: PairSink | None = None,
         progress: bool = False,
+        block_map: BlockMap = local_map,
     ) -> tuple[Groups, np.ndarray]:
         """(groups, index of each row's representative) of `source`'s clips and `extra_ids`.
 
         `clips` (keyed by ``clip_id``) gives the frame ranges, so that overlapping clips of one video
         group without an embedding, and ``duration_s``; `quality` (keyed by ``clip_id``) the
         ``clip_quality`` scores, or a ready ``quality`` number per clip. Either may be missing.
+        `block_map` runs the exact search of each block of clusters (``filters.dedup.find_groups``).
         """
 
         def overlaps(ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +132,7 @@ class DedupStage(BaseStage):
 
         groups = find_groups(
             source, self.settings, extra_ids=extra_ids, extra_pairs=overlaps, pair_sink=pair_sink,
-            workdir=self.workdir, progress=progress,
+            workdir=self.workdir, progress=progress, block_map=block_map,
         )  # fmt: skip
         duration = aligned_column(groups.ids, clips, "duration_s")
         if quality is not None and "blur" not in quality.column_names:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -24,7 +25,7 @@ import pyarrow.dataset as pads
 
 from egocurate.catalog import tables
 from egocurate.catalog.store import Catalog
-from egocurate.filters.dedup import PairSink, dedup_rows
+from egocurate.filters.dedup import BlockMap, BlockResult, ClusterBlock, PairSink, dedup_rows, local_map
 from egocurate.filters.dedup_stage import DedupStage
 from egocurate.filters.vectors import decode_vectors
 from egocurate.jobs.driver import StageSummary
@@ -91,14 +92,43 @@ def _last_inputs(catalog: Catalog) -> str | None:
     return history[0].get(INPUTS_KEY) if history else None
 
 
+def ray_block_map(in_flight: int = 4) -> BlockMap:
+    """Run each block of clusters' exact search as a Ray task (on the Ray this process joined),
+    at most `in_flight` at a time (each carries ~64 MB of float16 vectors), results in block order:
+    the groups are the local run's."""
+    import ray
+
+    from egocurate.filters.dedup import search_block
+
+    remote = ray.remote(num_cpus=1, max_retries=3)(search_block)
+
+    def run(
+        fn: Callable[[ClusterBlock], BlockResult], blocks: Iterable[ClusterBlock]
+    ) -> Iterator[BlockResult]:
+        pending: deque = deque()
+        for block in blocks:
+            pending.append(remote.remote(block))
+            if len(pending) >= in_flight:
+                yield ray.get(pending.popleft())
+        while pending:
+            yield ray.get(pending.popleft())
+
+    return run
+
+
 def run_dedup(
-    catalog: Catalog, stage: DedupStage, progress: bool = True, pair_sink: PairSink | None = None
+    catalog: Catalog,
+    stage: DedupStage,
+    progress: bool = True,
+    pair_sink: PairSink | None = None,
+    block_map: BlockMap = local_map,
 ) -> StageSummary:
     """Group near-duplicate clips of the whole catalog and replace `clip_dedup` in one commit.
 
-    `pair_sink` sees every embedding pair found (see ``filters.dedup.find_groups``; benchmarks)."""
+    `pair_sink` sees every embedding pair found (see ``filters.dedup.find_groups``; benchmarks);
+    `block_map` runs the per-cluster search (``ray_block_map``: as Ray tasks)."""
     started = time.perf_counter()
-    summary = StageSummary(stage=stage.name, engine="global")
+    summary = StageSummary(stage=stage.name, engine="global" if block_map is local_map else "ray")
     spec = tables.CLIP_DEDUP
     source = CatalogVectorSource(catalog, stage.model_id, stage.settings.chunk_rows)
     fingerprint = _inputs_fingerprint(catalog, stage, source.model_id)
@@ -127,6 +157,7 @@ def run_dedup(
         extra_ids=not_embedded.combine_chunks(),
         pair_sink=pair_sink,
         progress=progress,
+        block_map=block_map,
     )
     summary.worker_seconds = time.perf_counter() - grouping  # the stage's own work: groups, representatives
     started_write = time.perf_counter(), time.process_time()
@@ -163,4 +194,12 @@ class DedupCorpusStage(DedupStage):
     last_stats: dict[str, Any]
 
     def run_corpus(self, catalog: Catalog, progress: bool = True) -> StageSummary:
-        return run_dedup(catalog, self, progress=progress)
+        if self.engine != "ray":
+            return run_dedup(catalog, self, progress=progress)
+        from egocurate.jobs.runners.ray import RayEngine
+
+        ray_engine = RayEngine(address=self.ray_address)  # joins (or starts) Ray, pinned to loopback
+        try:
+            return run_dedup(catalog, self, progress=progress, block_map=ray_block_map())
+        finally:
+            ray_engine.close()
