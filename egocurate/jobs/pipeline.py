@@ -34,6 +34,7 @@ def make_engine(name: EngineName, config: PipelineConfig | None = None) -> Engin
             address=config.ray.address,
             num_cpus=config.ray.num_cpus,
             progress_timeout=config.ray.progress_timeout_s,
+            keep_warm=True,  # one run keeps its actors across stages; the run closes the engine
         )
     if name == "spark":
         from egocurate.jobs.runners.spark import SparkEngine
@@ -90,6 +91,8 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
             params.setdefault("storage_options", config.storage_options)  # one mapping for every stage
         if (stage_config.engine or config.engine) == "spark":
             _corpus_spark_params(entry.load(), params, config)
+        if (stage_config.engine or config.engine) == "ray":
+            _corpus_ray_params(entry.load(), params, config)
         stage = build_stage(stage_config.name, params)
         if stage_config.resources and not isinstance(stage, CorpusStage):
             stage.resources = stage.resources.with_(**stage_config.resources)
@@ -99,6 +102,8 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
             stage_config, entry, stage = group[0]
             engine_name = stage_config.engine or config.engine
             if isinstance(stage, CorpusStage):  # whole-corpus work runs on the driver, no engine
+                if getattr(stage, "engine", None) == "ray" and "ray" in engines:
+                    engines["ray"].release(cpus=1.0)  # its Ray tasks need a CPU idle warm actors may hold
                 if engine_name == "spark" and "spark" not in engines:
                     engines["spark"] = make_engine("spark", config)  # the session (and conf) it reuses
                 summaries.append(stage.run_corpus(catalog, progress=config.progress))
@@ -141,6 +146,15 @@ def with_episode_actions(config: PipelineConfig) -> tuple[list[StageConfig], Sta
     ingest = stages[at - 1]
     auto = StageConfig(name="episode_actions", engine=ingest.engine, engine_locked=ingest.engine_locked)
     return [*stages[:at], auto, *stages[at:]], auto
+
+
+def _corpus_ray_params(cls: type, params: dict[str, Any], config: PipelineConfig) -> None:
+    """Dedup on the Ray engine: its per-cluster search as Ray tasks on the run's cluster."""
+    accepted = inspect.signature(cls).parameters
+    if "engine" in accepted and "ray_address" in accepted:
+        params.setdefault("engine", "ray")
+        if config.ray.address:
+            params.setdefault("ray_address", config.ray.address)
 
 
 def _corpus_spark_params(cls: type, params: dict[str, Any], config: PipelineConfig) -> None:

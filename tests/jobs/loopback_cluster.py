@@ -244,6 +244,23 @@ class RayLoopbackCluster(_MarkedCluster):
             raise RuntimeError(f"Ray cluster did not reach {count} alive nodes: {done.stderr[-1500:]}")
 
 
+@contextlib.contextmanager
+def two_node_ray(**pinned: str):
+    """A head and one worker node, one CPU each, checked to listen on loopback before it is handed
+    out; everything stopped by PID at the end. `pinned`: extra Ray settings for every node."""
+    ray = RayLoopbackCluster()
+    ray.PINNED.update(pinned)
+    try:
+        ray.start_head(num_cpus=1)
+        ray.add_worker("worker", num_cpus=1)
+        ray.wait_for_nodes(2)
+        ray.check_loopback()  # before any work is sent
+        yield ray
+    finally:
+        ray.stop()
+        assert not ray.processes(), "cluster processes survived stop()"
+
+
 class SparkLoopbackCluster(_MarkedCluster):
     """A Spark standalone master and workers started with ``spark-class``, bound to 127.0.0.1."""
 

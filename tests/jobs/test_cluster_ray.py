@@ -22,6 +22,7 @@ from loopback_cluster import (
     finish,
     free_port,
     table_rows,
+    two_node_ray,
     wait_for_commits,
     write_pipeline,
 )
@@ -32,16 +33,8 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture(scope="module")
 def cluster():
     """Head and one worker node, one CPU each; everything stopped by PID at the end."""
-    ray = RayLoopbackCluster()
-    try:
-        ray.start_head(num_cpus=1)
-        ray.add_worker("worker", num_cpus=1)
-        ray.wait_for_nodes(2)
-        ray.check_loopback()
+    with two_node_ray() as ray:
         yield ray
-    finally:
-        ray.stop()
-        assert not ray.processes(), "cluster processes survived stop()"
 
 
 def _cli(cluster: RayLoopbackCluster, *args: str, **env: str) -> subprocess.Popen:

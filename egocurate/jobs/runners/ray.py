@@ -7,13 +7,20 @@ Why plain actors and not Ray Data: Ray Data's ``repartition`` and its task-based
 CPUs that the actor pool already holds, so on a cluster with one free CPU (the state after a
 worker node dies) a stage hung forever. Here nothing of ours waits on CPUs our actors hold:
 
+- actors are warm: a run keeps them from stage to stage when the shape (cpus, gpus, memory)
+  matches, and each sets a stage up on its first batch of it (``jobs/runners/ray_pool.py``); a
+  stage of another shape releases them, and ``close()`` tears them down;
 - before a stage starts, its ``resources`` are compared with every alive node; a stage no node
   can hold fails at once (:class:`~egocurate.jobs.runners.EngineError`);
-- the pool is sized from the *free* resources, at least one actor, so a stage runs on whatever
-  remains, down to one node with one CPU;
+- the pool is sized from the resources free on *alive* nodes (plus what our warm actors hold), at
+  least one actor, so a stage runs on whatever remains, down to one node with one CPU;
+- batches go only to actors that have started, so an actor that never starts (its room went with
+  a dead node) holds none of them;
 - a stage with ``has_prepare`` (CPU decode feeding GPU actors, see ``egocurate.stage_base``) gets
   ``prepare`` run as Ray tasks only when CPUs are left over beyond the actors; otherwise each actor
-  prepares its own batches (``process`` accepts unprepared rows);
+  prepares its own batches (``process`` accepts unprepared rows). When the cluster shrinks under a
+  running stage so that no CPU is left for prepare tasks, the stage re-plans: the actors prepare
+  for themselves and batches waiting on a prepare task go back to the queue;
 - an actor lost with its node is replaced by the engine and its batches are resubmitted (Ray's own
   ``max_restarts`` stays 0: an actor restarted by Ray would need its constructor arguments, which
   live in the object store and may have died with the node);
@@ -29,6 +36,7 @@ import os
 import socket
 import sys
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterator
 
@@ -38,8 +46,11 @@ from egocurate.catalog.store import Catalog
 from egocurate.jobs import engine_logs
 from egocurate.jobs.runners import EngineError
 from egocurate.jobs.runners.loopback import beyond_loopback, listening
+from egocurate.jobs.runners.ray_pool import ActorPools, _StageActor, alive_capacity, shape_of
 from egocurate.jobs.stage import Resources, Stage
-from egocurate.jobs.worker import run_on_worker, timed_prepare
+from egocurate.jobs.worker import timed_prepare
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PROGRESS_TIMEOUT_S = 300.0
 MAX_ATTEMPTS = 3  # tries per batch when workers or nodes die under it
@@ -52,24 +63,6 @@ def progress_timeout_hint() -> str:
         "--progress-timeout, else EGOCURATE_PROGRESS_TIMEOUT, else the pipeline file's "
         "ray/spark progress_timeout_s sets the limit"
     )
-
-
-class _StageActor:
-    """One worker of a stage: sets the stage up once, then runs batches (and prepares them if told)."""
-
-    def __init__(self, stage: Stage, root: str, storage_options: dict | None):
-        self.stage, self.root, self.storage_options = stage, root, storage_options
-        self.stage.setup()
-
-    def node(self) -> str:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-
-    def __call__(self, batch: pa.Table, prepare: bool = False) -> pa.Table:
-        if prepare:
-            batch = timed_prepare(self.stage, batch)
-        return run_on_worker(self.stage, batch, self.root, self.storage_options)
 
 
 def _prepare(stage: Stage, batch: pa.Table) -> pa.Table:
@@ -210,7 +203,11 @@ def _ray_lost(exc: BaseException) -> bool:
 
 
 class RayEngine:
-    """Connects to a cluster with ``address`` (``host:port``, ``auto``, ``ray://…``) or starts a local Ray."""
+    """Connects to a cluster with ``address`` (``host:port``, ``auto``, ``ray://…``) or starts a local Ray.
+
+    With ``keep_warm`` the actors outlive a stage and serve the next stage of the same shape until
+    :meth:`close` (a pipeline run does this); without it each stage's actors end with the stage.
+    """
 
     name = "ray"
 
@@ -220,6 +217,7 @@ class RayEngine:
         num_cpus: int | None = None,
         max_actors: int | None = None,
         progress_timeout: float | None = None,
+        keep_warm: bool = False,
     ):
         if not address or address.rpartition(":")[0] in ("127.0.0.1", "localhost"):
             # A local Ray or a loopback cluster: keep this driver (and the Ray it starts) on loopback.
@@ -265,6 +263,11 @@ class RayEngine:
         env_timeout = os.environ.get("EGOCURATE_PROGRESS_TIMEOUT")
         self.progress_timeout = float(progress_timeout or env_timeout or DEFAULT_PROGRESS_TIMEOUT_S)
         self.last_stats: dict = {}  # what the latest `map` did: actors, nodes, prepare tasks, retries
+        self.pools = ActorPools()  # the run's warm actors, kept from stage to stage until close()
+        # Only a run that closes the engine when it ends keeps actors warm (`run_pipeline` does):
+        # otherwise idle actors would hold CPUs that other drivers on the cluster wait for.
+        self.keep_warm = keep_warm
+        self._tokens: dict[int, tuple[str, Stage]] = {}
 
     def _pool_size(self, res: Resources, batches: int, free: dict[str, float], reserve_cpus: float) -> int:
         if res.concurrency:
@@ -273,6 +276,14 @@ class RayEngine:
         by_gpu = int(free.get("GPU", 0.0) // res.gpus) if res.gpus else by_cpu
         size = max(1, min(by_cpu, by_gpu, batches))
         return min(size, self.max_actors) if self.max_actors else size
+
+    def _token(self, stage: Stage) -> str:
+        """This stage object's name in the warm actors (a new object of the same name is set up anew)."""
+        held = self._tokens.get(id(stage))
+        if held is None or held[1] is not stage:
+            held = (f"{stage.name}@{uuid.uuid4().hex[:12]}", stage)  # the stage is kept: its id stays unique
+            self._tokens[id(stage)] = held
+        return held[0]
 
     def map(self, stage: Stage, rows: pa.Table, catalog: Catalog) -> Iterator[pa.Table]:
         import ray
@@ -284,12 +295,17 @@ class RayEngine:
         batches = [rows.slice(o, res.batch_size) for o in range(0, rows.num_rows, res.batch_size)]
         if not batches:
             return
-        free = ray.available_resources()
+        shape = shape_of(res)
+        cap = alive_capacity()
+        held = self.pools.held(cap.nodes)  # our warm actors' resources: this stage may reuse them
+        free = {k: cap.free.get(k, 0.0) + held.get(k, 0.0) for k in ("CPU", "GPU", "memory")}
         prep = (stage.prepare_resources or res) if stage.has_prepare else None
         # Prepare tasks only get CPUs the actors leave free; otherwise the actors prepare for themselves.
-        reserve = prep.cpus if prep and free.get("CPU", 0.0) - prep.cpus >= res.cpus else 0.0
+        reserve = prep.cpus if prep and free["CPU"] - prep.cpus >= res.cpus else 0.0
         size = self._pool_size(res, len(batches), free, reserve)
-        prepare_tasks = bool(prep and reserve)
+        plan = {"prepare_tasks": bool(prep and reserve), "since": time.monotonic()}
+        self.pools.release_others(shape)
+        self.pools.trim(shape, size)
         options: dict = {"num_cpus": res.cpus, "num_gpus": res.gpus, "scheduling_strategy": "SPREAD"}
         if res.memory_gb:
             options["memory"] = int(res.memory_gb * 2**30)
@@ -299,50 +315,112 @@ class RayEngine:
         if prep:
             prepare_fn = ray.remote(_prepare).options(num_cpus=prep.cpus, max_retries=MAX_ATTEMPTS)
         stage_ref = ray.put(stage)
-        stats = {"actors": 0, "nodes": set(), "prepare_tasks": 0, "retries": 0, "pool": size}
+        token = self._token(stage)
+        reused = len(self.pools.pools.get(shape, []))
+        stats = {"actors": 0, "reused": reused, "nodes": set(), "prepare_tasks": 0, "retries": 0,
+                 "pool": size, "replans": 0}  # fmt: skip
         self.last_stats = stats
+        pools = self.pools
 
-        def new_actor():
-            actor = actor_cls.remote(stage_ref, catalog.root, catalog.storage_options)
+        def new_actor() -> None:
+            pools.add(shape, actor_cls.remote())
             stats["actors"] += 1
-            node_refs[actor.node.remote()] = actor
-            return actor
 
-        node_refs: dict = {}
-        actors = []
+        for _ in range(size - reused):
+            new_actor()
         load: dict = {}
+        todo = deque(range(len(batches)))
+        attempts = [0] * len(batches)
+        in_flight: dict = {}  # actor call -> (batch index, actor, its prepare task or None)
+        last_progress = time.monotonic()
+
+        def requeue(ref) -> None:
+            index, actor, _ = in_flight.pop(ref)
+            load[actor] = max(load.get(actor, 0) - 1, 0)
+            todo.appendleft(index)
+
+        def lose(actor) -> None:
+            """An actor died (or its node did): drop it and its queued batches; replace it if room."""
+            for ref in [r for r, (_, a, _) in in_flight.items() if a is actor]:
+                requeue(ref)
+            pools.remove(actor)
+            load.pop(actor, None)
+            error = placement_error(stage.name, res, ray.nodes())
+            if error:
+                raise EngineError(error) from None
+            now = alive_capacity()
+            if not pools.pools.get(shape) or now.free.get("CPU", 0.0) >= res.cpus:
+                new_actor()
+
+        def replan() -> None:
+            """Nothing finished for a while: re-read the alive nodes. When prepare tasks can no
+            longer get a CPU (the cluster shrank under the actors), the actors prepare for
+            themselves. An actor whose queue waits on a prepare task is blocked behind it (an
+            actor runs its calls in order), so it is replaced and its batches go back to the queue."""
+            if not plan["prepare_tasks"]:
+                return
+            now = alive_capacity()
+            ours = pools.held(now.nodes).get("CPU", 0.0)
+            if now.cpus() - ours >= prep.cpus:
+                return
+            plan["prepare_tasks"] = False
+            stats["replans"] += 1
+            log.warning(
+                "stage %r: the cluster shrank to %g CPU(s); the actors now decode their own batches",
+                stage.name, now.cpus(),
+            )  # fmt: skip
+            blocked = []
+            for _, actor, prep_ref in list(in_flight.values()):
+                if prep_ref is not None and not ray.wait([prep_ref], timeout=0)[0]:
+                    with contextlib.suppress(Exception):
+                        ray.cancel(prep_ref)
+                    if actor not in blocked:
+                        blocked.append(actor)
+            for actor in blocked:
+                for ref in [r for r, (_, a, _) in in_flight.items() if a is actor]:
+                    requeue(ref)
+                pools.remove(actor)
+                load.pop(actor, None)
+                new_actor()
+            plan["since"] = time.monotonic()  # the new plan gets its own progress window
+
         try:
-            for _ in range(size):
-                actor = new_actor()
-                actors.append(actor)
-                load[actor] = 0
-            todo = deque(range(len(batches)))
-            attempts = [0] * len(batches)
-            in_flight: dict = {}
-            last_progress = time.monotonic()
             while todo or in_flight:
-                for actor in actors:
-                    while todo and load[actor] < IN_FLIGHT_PER_ACTOR:
+                # Batches go only to started actors: one that never starts (no room left on the
+                # alive nodes) holds no batch hostage.
+                for actor in pools.started(shape):
+                    while todo and load.get(actor, 0) < IN_FLIGHT_PER_ACTOR:
                         index = todo.popleft()
-                        batch = batches[index]
-                        if prepare_tasks:
+                        batch, prep_ref = batches[index], None
+                        if plan["prepare_tasks"]:
                             stats["prepare_tasks"] += 1
-                            ref = actor.__call__.remote(prepare_fn.remote(stage_ref, batch))
-                        else:
-                            ref = actor.__call__.remote(batch, bool(prep))
-                        in_flight[ref] = (index, actor)
-                        load[actor] += 1
-                waiting = list(in_flight) + list(node_refs)
+                            prep_ref = prepare_fn.remote(stage_ref, batch)
+                            batch = prep_ref
+                        prepare_here = bool(prep) and prep_ref is None
+                        ref = actor.run.remote(
+                            token, [stage_ref], batch, catalog.root, catalog.storage_options, prepare_here
+                        )
+                        in_flight[ref] = (index, actor, prep_ref)
+                        load[actor] = load.get(actor, 0) + 1
+                waiting = list(in_flight) + list(pools.starting)
+                if not waiting:  # every actor gone and none could be made: make one and wait for room
+                    new_actor()
+                    continue
                 ready, _ = ray.wait(waiting, num_returns=1, timeout=min(5.0, self.progress_timeout))
                 for ref in ready:
-                    if ref in node_refs:
-                        node_refs.pop(ref)
-                        with contextlib.suppress(Exception):  # a dead actor shows up on its batches too
-                            stats["nodes"].add(ray.get(ref))
+                    if ref in pools.starting:
+                        actor = pools.starting[ref]
+                        try:
+                            pools.mark_started(ref, ray.get(ref))
+                        except Exception as exc:
+                            if not _ray_lost(exc):
+                                raise
+                            lose(actor)
                         continue
-                    index, actor = in_flight.pop(ref)
-                    if actor in load:
-                        load[actor] -= 1
+                    if ref not in in_flight:
+                        continue
+                    index, actor, _ = in_flight.pop(ref)
+                    load[actor] = max(load.get(actor, 0) - 1, 0)
                     try:
                         manifest = ray.get(ref)
                     except Exception as exc:
@@ -356,22 +434,17 @@ class RayEngine:
                                 f"times ({type(exc).__name__}); committed work is kept, rerun to resume"
                             ) from None
                         todo.appendleft(index)
-                        if actor in actors:
-                            actors.remove(actor)
-                            load.pop(actor, None)
-                            ray.kill(actor, no_restart=True)
-                        error = placement_error(stage.name, res, ray.nodes())
-                        if error:
-                            raise EngineError(error) from None
-                        if not actors or ray.available_resources().get("CPU", 0.0) >= res.cpus:
-                            actor = new_actor()
-                            actors.append(actor)
-                            load[actor] = 0
+                        lose(actor)
                         continue
                     last_progress = time.monotonic()
+                    if actor in pools.node_of:
+                        stats["nodes"].add(pools.node_of[actor])
                     yield manifest
-                if not ready and time.monotonic() - last_progress > self.progress_timeout:
-                    free = ray.available_resources()
+                if not ready:
+                    replan()
+                idle_since = max(last_progress, plan["since"])
+                if not ready and time.monotonic() - idle_since > self.progress_timeout:
+                    free = alive_capacity().free
                     raise EngineError(
                         f"stage {stage.name!r}: no batch finished in {self.progress_timeout:g} s "
                         f"({len(batches) - len(todo) - len(in_flight)}/{len(batches)} batches done; one "
@@ -379,13 +452,42 @@ class RayEngine:
                         f"gpus={free.get('GPU', 0):g} free); committed work is kept, rerun to resume "
                         f"({progress_timeout_hint()})"
                     )
+        except BaseException:
+            # A stage that fails or is abandoned leaves no actor busy with its batches.
+            for _, actor, _ in list(in_flight.values()):
+                pools.remove(actor)
+            raise
         finally:
-            for actor in actors:
-                ray.kill(actor, no_restart=True)
             stats["nodes"] = sorted(stats["nodes"])
+            if not self.keep_warm:
+                pools.close()
 
-    def close(self) -> None:
+    def release(self, cpus: float | None = None) -> None:
+        """Kill warm actors (Ray stays up) until `cpus` CPUs are free on the alive nodes, or all of
+        them when None: work of our own that needs CPUs, such as a corpus stage's Ray tasks, would
+        otherwise wait for CPUs that idle actors hold."""
         import ray
 
+        if not ray.is_initialized():
+            return
+        if cpus is None:
+            self.pools.close()
+            return
+        free = alive_capacity().free.get("CPU", 0.0)
+        for shape in list(self.pools.pools):
+            # not started first: they hold nothing yet, but would take the CPUs as soon as one frees
+            for actor in sorted(self.pools.pools[shape], key=lambda a: a in self.pools.node_of):
+                if free >= cpus and actor in self.pools.node_of:
+                    return
+                if actor in self.pools.node_of:
+                    free += shape[0]
+                self.pools.remove(actor)
+
+    def close(self) -> None:
+        """Tear down the run's warm actors, then the local Ray this engine started (if any)."""
+        import ray
+
+        if ray.is_initialized():
+            self.pools.close()
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()

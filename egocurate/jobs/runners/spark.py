@@ -120,6 +120,11 @@ class SparkEngine:
         conf: dict | None = None,
         progress_timeout: float | None = None,
     ):
+        from pyspark import SparkContext
+
+        # A run makes one session and every Spark stage (and the corpus statistics, through
+        # getOrCreate) reuses it; close() stops it at the end of the run unless it was there before.
+        self._owns_session = SparkContext._active_spark_context is None
         self.spark = spark_session(master, conf=conf)
         self.work_unit_rows = work_unit_rows
         env_timeout = os.environ.get("EGOCURATE_PROGRESS_TIMEOUT")
@@ -182,4 +187,6 @@ class SparkEngine:
             yield self._collect(df, stage.name, partitions).cast(MANIFEST_SCHEMA)
 
     def close(self) -> None:
-        pass
+        """Stop the session this engine started (its executors end; one already running stays)."""
+        if self._owns_session:
+            self.spark.stop()
