@@ -207,6 +207,9 @@ class RayLoopbackCluster(_MarkedCluster):
         ]  # fmt: skip
         self.nodes.append(node)
         env = self.env(node, **self.PINNED)
+        # A RayEngine earlier in this process sets it to 0 for its drivers; a node would then refuse
+        # to join (Ray treats 0 as "no multi-node clusters").
+        env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"ray start ({node}) failed: {done.stderr[-2000:]}")
